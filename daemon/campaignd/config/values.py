@@ -136,7 +136,7 @@ def parse_percent(value: Any) -> float:
 
 @dataclass(frozen=True, slots=True)
 class Hours:
-    """A daily time range; ``end <= start`` means it runs past midnight."""
+    """A daily time range; ``end <= start`` runs past midnight (``00:00-24:00`` is all day)."""
 
     start: time
     end: time
@@ -158,7 +158,7 @@ def parse_hours(value: Any) -> Hours:
             if h1 <= 24 and h2 <= 24 and m1 < 60 and m2 < 60:
                 start = time(0, 0) if h1 == 24 else time(h1, m1)
                 end = time(0, 0) if h2 == 24 else time(h2, m2)
-                if start == end:
+                if start == end and 24 not in (h1, h2):
                     raise ValueError(f"{value!r} is an empty range — use 00:00-24:00 for all day")
                 return Hours(start, end)
     raise ValueError(f'{value!r} is not a range of hours — write it quoted, like "10:00-14:00"')

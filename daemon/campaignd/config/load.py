@@ -1,0 +1,438 @@
+"""Read a config root: every file on its own, so one broken file never hides the others.
+
+``load_root`` returns the objects that validated **and** the problems, per file. The daemon keeps
+the last good version of an object whose file is broken now (see ``merge_last_good``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel, ValidationError
+
+from .check import check_config
+from .model import (
+    DEFAULT_SECRET_ENV,
+    DEFAULT_TOKEN_ENV,
+    ID_RE,
+    Campaign,
+    Config,
+    Service,
+    Settings,
+    Template,
+    _SecretCheck,
+)
+from .problems import Problem, problems_from_validation
+from .yamlpos import Located, YamlSyntaxError, parse_yaml
+
+SETTINGS_NAMES = ("campaignd.yaml", "campaignd.yml")
+DIRS: dict[str, tuple[str, type[BaseModel]]] = {
+    "service": ("services.d", Service),
+    "template": ("templates.d", Template),
+    "campaign": ("campaigns.d", Campaign),
+}
+MAX_FILE_BYTES = 1 << 20  # a config or template file larger than this is a mistake
+M = TypeVar("M", bound=BaseModel)
+
+
+def ignored(name: str) -> bool:
+    """Editor and VCS leftovers that are never config (SPEC §1)."""
+    return name.startswith(".") or name.endswith(("~", ".swp", ".swo", ".tmp", ".bak"))
+
+
+@dataclass
+class FileResult:
+    path: Path
+    kind: str
+    object_id: str
+    ok: bool
+
+
+@dataclass
+class LoadResult:
+    config: Config
+    problems: list[Problem] = field(default_factory=list)
+    files: list[FileResult] = field(default_factory=list)
+    # ids whose file exists but failed: the daemon keeps their last good version
+    broken: dict[str, set[str]] = field(
+        default_factory=lambda: {"service": set(), "template": set(), "campaign": set()}
+    )
+    settings_broken: bool = False
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "warning"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+class _Reader:
+    def __init__(self, root: Path, env: Mapping[str, str]) -> None:
+        self.root = root
+        self.env = env
+        self.problems: list[Problem] = []
+
+    def rel(self, path: Path) -> str:
+        try:
+            return str(path.relative_to(self.root))
+        except ValueError:
+            return str(path)
+
+    def problem(
+        self,
+        path: Path,
+        pos: tuple[int, int],
+        message: str,
+        *,
+        kind: str,
+        oid: str,
+        severity: str = "error",
+    ) -> None:
+        sev: Literal["error", "warning"] = "warning" if severity == "warning" else "error"
+        self.problems.append(Problem(self.rel(path), pos[0], pos[1], message, sev, kind, oid))
+
+    def read_located(self, path: Path, *, kind: str, oid: str) -> Located | None:
+        try:
+            size = path.stat().st_size
+            if size > MAX_FILE_BYTES:
+                self.problem(
+                    path,
+                    (1, 1),
+                    f"file is {size / 1e6:.1f} MB — config files are capped at 1 MiB",
+                    kind=kind,
+                    oid=oid,
+                )
+                return None
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            self.problem(
+                path,
+                (1, 1),
+                f"not UTF-8 (byte {exc.start}) — save the file as UTF-8",
+                kind=kind,
+                oid=oid,
+            )
+            return None
+        except OSError as exc:
+            self.problem(path, (1, 1), f"cannot read: {exc.strerror}", kind=kind, oid=oid)
+            return None
+        try:
+            located = parse_yaml(text)
+        except YamlSyntaxError as exc:
+            self.problem(path, exc.pos, str(exc), kind=kind, oid=oid)
+            return None
+        for pos, message in located.problems:
+            self.problem(path, pos, message, kind=kind, oid=oid)
+        if located.problems:
+            return None
+        return located
+
+    def validate(
+        self, path: Path, located: Located, model: type[M], *, kind: str, oid: str
+    ) -> M | None:
+        data = located.data
+        if data is None and model is Settings:
+            data = {}
+        if not isinstance(data, dict):
+            what = "empty" if data is None else f"a {type(data).__name__}"
+            self.problem(
+                path,
+                (1, 1),
+                f"the file is {what} — a {kind} file is a mapping of key: value",
+                kind=kind,
+                oid=oid,
+            )
+            return None
+        try:
+            obj = model.model_validate(data)
+        except ValidationError as exc:
+            self.problems.extend(
+                problems_from_validation(
+                    exc, located, model, file=self.rel(path), kind=kind, object_id=oid
+                )
+            )
+            return None
+        self.secret_warnings(path, located, obj, (), kind=kind, oid=oid)
+        return obj
+
+    def secret_warnings(
+        self,
+        path: Path,
+        located: Located,
+        obj: BaseModel,
+        at: tuple[str | int, ...],
+        *,
+        kind: str,
+        oid: str,
+    ) -> None:
+        """Warn about literal secrets and unset variables, only for keys the file wrote."""
+        if isinstance(obj, _SecretCheck):
+            for ref in obj.secrets():
+                key_path = (*at, ref.key)
+                written = key_path in located.keys
+                default = ref.kind == "env" and ref.value in (DEFAULT_TOKEN_ENV, DEFAULT_SECRET_ENV)
+                if default and not written:
+                    continue  # defaults: unset simply means "no token" / "generated key"
+                pos = located.position(key_path, key=True)
+                if ref.kind == "literal":
+                    self.problem(
+                        path,
+                        pos,
+                        f"{ref.name} is written in the file — secrets do not belong in git; "
+                        f"use {ref.name}_env, {ref.name}_file or {ref.name}_credential",
+                        kind=kind,
+                        oid=oid,
+                        severity="warning",
+                    )
+                elif (why := ref.problem(self.env)) is not None and written:
+                    self.problem(
+                        path,
+                        pos,
+                        f"{why} (needed when {oid or kind} first uses it)",
+                        kind=kind,
+                        oid=oid,
+                        severity="warning",
+                    )
+        for name, value in obj:
+            info = type(obj).model_fields[name]
+            key = info.alias or name
+            if isinstance(value, BaseModel):
+                self.secret_warnings(path, located, value, (*at, key), kind=kind, oid=oid)
+            elif isinstance(value, tuple | list):
+                for i, item in enumerate(value):
+                    if isinstance(item, BaseModel):
+                        self.secret_warnings(path, located, item, (*at, key, i), kind=kind, oid=oid)
+
+
+def _read_body(
+    reader: _Reader, tpl_path: Path, located: Located, key: str, name: str, oid: str
+) -> tuple[str | None, bool]:
+    body_path = Path(name)
+    if not body_path.is_absolute():
+        body_path = tpl_path.parent / body_path
+    pos = located.position((key,))
+    try:
+        size = body_path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            reader.problem(
+                tpl_path,
+                pos,
+                f"{key}: {name} is {size / 1e6:.1f} MB — templates are capped at 1 MiB; "
+                "link large assets instead of inlining them",
+                kind="template",
+                oid=oid,
+            )
+            return None, False
+        return body_path.read_text(encoding="utf-8"), True
+    except FileNotFoundError:
+        reader.problem(
+            tpl_path,
+            pos,
+            f"{key}: {name} does not exist (looked in {reader.rel(body_path.parent)}/) — "
+            "create it or fix the name",
+            kind="template",
+            oid=oid,
+        )
+    except UnicodeDecodeError as exc:
+        reader.problem(
+            tpl_path,
+            pos,
+            f"{key}: {name} is not UTF-8 (byte {exc.start}) — save it as UTF-8",
+            kind="template",
+            oid=oid,
+        )
+    except OSError as exc:
+        reader.problem(
+            tpl_path, pos, f"{key}: cannot read {name}: {exc.strerror}", kind="template", oid=oid
+        )
+    return None, False
+
+
+def _object_files(root: Path, dirname: str, reader: _Reader, kind: str) -> list[tuple[str, Path]]:
+    directory = root / dirname
+    if not directory.is_dir():
+        return []
+    out: list[tuple[str, Path]] = []
+    seen: dict[str, Path] = {}
+    for path in sorted(directory.iterdir()):
+        if ignored(path.name) or path.is_dir():
+            continue
+        if path.suffix not in (".yaml", ".yml"):
+            if kind != "template":  # templates.d also holds body files
+                reader.problem(
+                    path,
+                    (1, 1),
+                    f"ignored: only .yaml/.yml files in {dirname}/ are read",
+                    kind=kind,
+                    oid="",
+                    severity="warning",
+                )
+            continue
+        oid = path.stem
+        if not ID_RE.match(oid):
+            reader.problem(
+                path,
+                (1, 1),
+                f"{path.name!r} is not a valid id — rename the file to lower-case letters, "
+                "digits, '-' and '_' (starting with a letter or digit)",
+                kind=kind,
+                oid=oid,
+            )
+            continue
+        if oid in seen:
+            reader.problem(
+                path,
+                (1, 1),
+                f"duplicate {kind} id {oid!r}: {reader.rel(seen[oid])} has the same name — "
+                "remove or rename one",
+                kind=kind,
+                oid=oid,
+            )
+            continue
+        seen[oid] = path
+        out.append((oid, path))
+    return out
+
+
+def load_root(
+    root: Path | str, *, env: Mapping[str, str] | None = None, generation: int = 1
+) -> LoadResult:
+    """Load and validate everything under ``root``; never raises for bad content."""
+    root = Path(root).resolve()
+    env = os.environ if env is None else env
+    reader = _Reader(root, env)
+    result = LoadResult(config=Config(root=root))
+    if not root.is_dir():
+        reader.problem(
+            root, (1, 1), "config root does not exist — pass --config DIR", kind="settings", oid=""
+        )
+        result.problems = reader.problems
+        return result
+
+    settings = Settings()
+    for name in SETTINGS_NAMES:
+        path = root / name
+        if path.exists():
+            before = len(reader.problems)
+            located = reader.read_located(path, kind="settings", oid="campaignd")
+            parsed = (
+                reader.validate(path, located, Settings, kind="settings", oid="campaignd")
+                if located
+                else None
+            )
+            if parsed is not None:
+                settings = parsed
+            elif any(p.severity == "error" for p in reader.problems[before:]):
+                result.settings_broken = True
+            result.files.append(FileResult(path, "settings", "campaignd", parsed is not None))
+            break
+
+    objects: dict[str, dict[str, Any]] = {"service": {}, "template": {}, "campaign": {}}
+    locations: dict[tuple[str, str], tuple[Path, Located]] = {}
+    for kind, (dirname, model) in DIRS.items():
+        for oid, path in _object_files(root, dirname, reader, kind):
+            located = reader.read_located(path, kind=kind, oid=oid)
+            obj = reader.validate(path, located, model, kind=kind, oid=oid) if located else None
+            if obj is not None and located is not None and isinstance(obj, Template):
+                obj = _with_bodies(reader, path, located, obj, oid)
+            if obj is not None and isinstance(obj, Campaign):
+                obj = _with_zone(obj, settings.timezone)
+            if obj is None:
+                result.broken[kind].add(oid)
+            else:
+                objects[kind][oid] = obj
+                assert located is not None
+                locations[(kind, oid)] = (path, located)
+            result.files.append(FileResult(path, kind, oid, obj is not None))
+
+    config = Config(
+        root=root,
+        settings=settings,
+        services=objects["service"],
+        templates=objects["template"],
+        campaigns=objects["campaign"],
+        generation=generation,
+    )
+    check = check_config(config, result.broken, locations, rel=reader.rel)
+    reader.problems.extend(check.problems)
+    for kind, ids in check.invalid.items():
+        for oid in ids:
+            objects[kind].pop(oid, None)
+            result.broken[kind].add(oid)
+            for f in result.files:
+                if f.kind == kind and f.object_id == oid:
+                    f.ok = False
+    result.config = replace(
+        config,
+        services=dict(objects["service"]),
+        templates=dict(objects["template"]),
+        campaigns=dict(objects["campaign"]),
+    )
+    result.problems = reader.problems
+    return result
+
+
+def _with_bodies(
+    reader: _Reader, path: Path, located: Located, tpl: Template, oid: str
+) -> Template | None:
+    update: dict[str, Any] = {}
+    ok = True
+    for key, target in (("text_file", "text"), ("html_file", "html")):
+        name = getattr(tpl, key)
+        if name:
+            body, good = _read_body(reader, path, located, key, name, oid)
+            ok = ok and good
+            update[target] = body
+    if not ok:
+        return None
+    return tpl.model_copy(update=update) if update else tpl
+
+
+def _with_zone(campaign: Campaign, zone: str) -> Campaign:
+    """A ``start:`` without an offset means local time in the daemon's ``timezone``."""
+    start = campaign.start
+    if isinstance(start, datetime) and start.tzinfo is None:
+        return campaign.model_copy(update={"start": start.replace(tzinfo=ZoneInfo(zone))})
+    return campaign
+
+
+def merge_last_good(previous: Config | None, result: LoadResult) -> Config:
+    """The config to run: new valid objects, plus the previous version of any broken one.
+
+    A file that was deleted is gone (the daemon pauses a removed campaign); a file that is
+    broken keeps its last good version in force until it is fixed.
+    """
+    cfg = result.config
+    if previous is None:
+        return cfg
+    merged: dict[str, dict[str, Any]] = {}
+    for kind, current, old in (
+        ("service", cfg.services, previous.services),
+        ("template", cfg.templates, previous.templates),
+        ("campaign", cfg.campaigns, previous.campaigns),
+    ):
+        m = dict(current)
+        for oid in result.broken[kind]:
+            if oid in old and oid not in m:
+                m[oid] = old[oid]
+        merged[kind] = m
+    settings = previous.settings if result.settings_broken else cfg.settings
+    return replace(
+        cfg,
+        settings=settings,
+        services=merged["service"],
+        templates=merged["template"],
+        campaigns=merged["campaign"],
+    )
