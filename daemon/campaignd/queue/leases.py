@@ -1,0 +1,206 @@
+"""Leases on message rows: claim due rows, hand them back, and settle the ones a dead worker left.
+
+Every function runs inside the caller's write transaction. On PostgreSQL the claim locks the
+rows it picks with ``FOR UPDATE … SKIP LOCKED``, so daemons sharing the queue never pick the same
+row; on SQLite the write transaction is ``BEGIN IMMEDIATE``, so only one claim runs at a time.
+A row is never deleted or silently re-queued: anything that may have been sent becomes
+``uncertain``, which only an operator's ``retry`` sends again.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from .rows import Claimed
+from .tables import DUE_STATUSES, RETRYABLE_STATUSES, campaigns, events, messages, recipients
+
+m, r = messages, recipients
+CHUNK = 1000
+"""Ids per statement: far below SQLite's and asyncpg's bound-parameter limits."""
+
+
+def chunks(items: Sequence[int], size: int = CHUNK) -> list[Sequence[int]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+async def claim(
+    conn: AsyncConnection,
+    *,
+    worker: str,
+    now: float,
+    lease: float,
+    limit: int,
+    campaign_ids: Collection[str],
+) -> list[Claimed]:
+    if not campaign_ids or limit <= 0:
+        return []
+    # The database is the truth for pause: only campaigns whose row says `sending` count.
+    sending = sa.select(campaigns.c.id).where(
+        campaigns.c.state == "sending", campaigns.c.id.in_(list(campaign_ids))
+    )
+    pick = (
+        sa.select(m.c.id)
+        .where(
+            m.c.status.in_(DUE_STATUSES),
+            m.c.next_attempt_at <= now,
+            m.c.campaign_id.in_(sending.scalar_subquery()),
+        )
+        .order_by(m.c.next_attempt_at, m.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True, of=m)
+    )
+    ids: list[int] = list((await conn.execute(pick)).scalars())
+    if not ids:
+        return []
+    await conn.execute(
+        sa.update(m)
+        .where(m.c.id.in_(ids))
+        .values(
+            status="sending",
+            claimed_by=worker,
+            claimed_until=now + lease,
+            attempts=m.c.attempts + 1,
+            first_attempt_at=sa.func.coalesce(m.c.first_attempt_at, now),
+            updated_at=now,
+        )
+    )
+    rows = await conn.execute(
+        sa.select(
+            m.c.id,
+            m.c.campaign_id,
+            m.c.edition,
+            m.c.step,
+            m.c.template,
+            m.c.attempts,
+            m.c.first_attempt_at,
+            m.c.recipient,
+            r.c.email,
+            r.c.smtp_address,
+            r.c.domain,
+            r.c.fields,
+            r.c.timezone,
+        )
+        .join(r, sa.and_(r.c.campaign_id == m.c.campaign_id, r.c.key == m.c.recipient))
+        .where(m.c.id.in_(ids))
+        .order_by(m.c.next_attempt_at, m.c.id)
+    )
+    return [
+        Claimed(
+            id=row.id,
+            campaign_id=row.campaign_id,
+            edition=row.edition,
+            step=row.step,
+            template=row.template,
+            attempts=row.attempts,
+            first_attempt_at=row.first_attempt_at,
+            recipient=row.recipient,
+            email=row.email,
+            smtp_address=row.smtp_address,
+            domain=row.domain,
+            fields=json.loads(row.fields),
+            timezone=row.timezone,
+        )
+        for row in rows
+    ]
+
+
+async def release(
+    conn: AsyncConnection, ids: Sequence[int], *, next_attempt_at: float, now: float
+) -> int:
+    """Claimed rows go back, due at ``next_attempt_at``, as if the claim never happened: the
+    attempt is not counted, and a row that had been deferred before stays ``deferred``."""
+    count = 0
+    retried_before = m.c.attempts > 1
+    for part in chunks(ids):
+        result = await conn.execute(
+            sa.update(m)
+            .where(m.c.id.in_(part), m.c.status == "sending")
+            .values(
+                status=sa.case((retried_before, "deferred"), else_="queued"),
+                attempts=m.c.attempts - 1,
+                first_attempt_at=sa.case((retried_before, m.c.first_attempt_at), else_=None),
+                next_attempt_at=next_attempt_at,
+                claimed_by=None,
+                claimed_until=None,
+                updated_at=now,
+            )
+        )
+        count += result.rowcount
+    return count
+
+
+async def mark_uncertain(
+    conn: AsyncConnection, where: sa.ColumnElement[bool], *, now: float, why: str
+) -> int:
+    """Rows in ``sending`` matching ``where`` → ``uncertain``, each with an event naming the
+    worker that held it. ``claimed_by`` stays as the record of who that was."""
+    cond = sa.and_(m.c.status == "sending", where)
+    detail = (
+        sa.literal(why, sa.Text) + " (claimed by " + sa.func.coalesce(m.c.claimed_by, "?") + ")"
+    )
+    await conn.execute(
+        sa.insert(events).from_select(
+            ["message", "campaign_id", "recipient", "kind", "detail", "service", "source", "at"],
+            sa.select(
+                m.c.id,
+                m.c.campaign_id,
+                m.c.recipient,
+                sa.literal("uncertain", sa.Text),
+                detail,
+                m.c.service,
+                sa.literal("recovery", sa.Text),
+                sa.literal(now, events.c.at.type),
+            ).where(cond),
+        )
+    )
+    result = await conn.execute(
+        sa.update(m)
+        .where(cond)
+        .values(status="uncertain", last_error=detail, claimed_until=None, updated_at=now)
+    )
+    return result.rowcount
+
+
+async def requeue(
+    conn: AsyncConnection, campaign_id: str, statuses: Collection[str], *, now: float
+) -> int:
+    """The operator's decision: these rows get a fresh life (attempts and give-up clock reset)."""
+    wrong = set(statuses) - RETRYABLE_STATUSES
+    if wrong or not statuses:
+        raise ValueError(
+            f"cannot re-queue {', '.join(sorted(wrong)) or 'nothing'} — choose from "
+            f"{', '.join(sorted(RETRYABLE_STATUSES))}"
+        )
+    cond = sa.and_(m.c.campaign_id == campaign_id, m.c.status.in_(sorted(statuses)))
+    await conn.execute(
+        sa.insert(events).from_select(
+            ["message", "campaign_id", "recipient", "kind", "detail", "source", "at"],
+            sa.select(
+                m.c.id,
+                m.c.campaign_id,
+                m.c.recipient,
+                sa.literal("retried", sa.Text),
+                sa.literal("was ", sa.Text) + m.c.status,
+                sa.literal("operator", sa.Text),
+                sa.literal(now, events.c.at.type),
+            ).where(cond),
+        )
+    )
+    result = await conn.execute(
+        sa.update(m)
+        .where(cond)
+        .values(
+            status="queued",
+            next_attempt_at=now,
+            attempts=0,
+            first_attempt_at=None,
+            claimed_by=None,
+            claimed_until=None,
+            updated_at=now,
+        )
+    )
+    return result.rowcount

@@ -1,0 +1,81 @@
+"""Reading campaigns back: counters, pages of messages, single-message lookups."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from .rows import EVENT_COUNTERS, CampaignCounts, CampaignRow, MessageRow
+from .tables import campaigns, messages, recipients
+
+m, r = messages, recipients
+
+_MESSAGE_COLUMNS = [
+    r.c.email if name == "email" else m.c[name] for name in MessageRow.__dataclass_fields__
+]
+_FROM = m.outerjoin(r, sa.and_(r.c.campaign_id == m.c.campaign_id, r.c.key == m.c.recipient))
+MESSAGE_SELECT = sa.select(*_MESSAGE_COLUMNS).select_from(_FROM)
+"""Columns in ``MessageRow`` order, with the address as the list spelled it."""
+
+
+def message_row(row: Any) -> MessageRow:
+    return MessageRow(*row)
+
+
+def campaign_row(row: Any) -> CampaignRow:
+    return CampaignRow(**row._mapping)
+
+
+async def counts(conn: AsyncConnection, campaign_id: str) -> CampaignCounts:
+    stamped = [sa.func.count(m.c[f"{kind}_at"]) for kind in EVENT_COUNTERS]
+    result = await conn.execute(
+        sa.select(m.c.step, m.c.template, m.c.status, sa.func.count(), *stamped)
+        .where(m.c.campaign_id == campaign_id)
+        .group_by(m.c.step, m.c.template, m.c.status)
+    )
+    rows: Sequence[Any] = result.all()
+    return CampaignCounts.tally(
+        [
+            (step, template, status, n, dict(zip(EVENT_COUNTERS, rest, strict=True)))
+            for step, template, status, n, *rest in rows
+        ]
+    )
+
+
+async def page(
+    conn: AsyncConnection,
+    campaign_id: str,
+    *,
+    status: str | None = None,
+    step: int | None = None,
+    template: str | None = None,
+    service: str | None = None,
+    recipient: str | None = None,
+    after: int | None = None,
+    limit: int = 100,
+) -> list[MessageRow]:
+    """Messages with ids above ``after``, in id order (keyset pagination: stable and cheap at
+    any depth, unlike OFFSET)."""
+    q = MESSAGE_SELECT.where(m.c.campaign_id == campaign_id)
+    if status is not None:
+        q = q.where(m.c.status == status)
+    if step is not None:
+        q = q.where(m.c.step == step)
+    if template is not None:
+        q = q.where(m.c.template == template)
+    if service is not None:
+        q = q.where(m.c.service == service)
+    if recipient is not None:
+        q = q.where(m.c.recipient == recipient.strip().lower())
+    if after is not None:
+        q = q.where(m.c.id > after)
+    rows = await conn.execute(q.order_by(m.c.id).limit(max(1, limit)))
+    return [message_row(row) for row in rows]
+
+
+async def get_campaign(conn: AsyncConnection, campaign_id: str) -> CampaignRow | None:
+    row = (await conn.execute(sa.select(campaigns).where(campaigns.c.id == campaign_id))).first()
+    return campaign_row(row) if row is not None else None

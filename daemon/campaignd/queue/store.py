@@ -1,0 +1,789 @@
+"""The durable store: every message's state, so a crash or restart loses nothing and sends
+nothing twice (SPEC §6).
+
+``Store`` is the one object the daemon, the API and campaignctl use; SQL lives in the sibling
+modules (``leases``, ``outcomes``, ``reports``, ``history``) and dialect differences stay in
+this package. Write transactions are short and, on SQLite, serialized in-process (one writer);
+reads never hold a snapshot across awaits of the caller, so WAL checkpoints are not starved.
+
+Times are float epoch seconds; methods that take a time also accept an aware ``datetime``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
+from datetime import UTC, date, datetime, tzinfo
+from itertools import islice
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from ..errors import StoreError
+from . import history, leases, outcomes, reports
+from .batcher import BatchStats, GroupCommit
+from .database import WRITE_OPTION, create_engine, display, insert, normalize_url, upgrade
+from .history import HistorySnapshot, epoch, normalize_key
+from .rows import (
+    CampaignCounts,
+    CampaignRow,
+    Claimed,
+    EventIn,
+    MessageRow,
+    Outcome,
+    RecipientIn,
+    SuppressionRow,
+)
+from .tables import (
+    CAMPAIGN_STATES,
+    DUE_STATUSES,
+    EVENT_COLUMNS,
+    FINAL_STATES,
+    PENDING_STATUSES,
+    campaigns,
+    editions,
+    events,
+    messages,
+    suppressions,
+)
+from .tables import recipients as recipients_table
+
+__all__ = [
+    "CampaignCounts",
+    "CampaignRow",
+    "Claimed",
+    "EventIn",
+    "HistorySnapshot",
+    "MessageRow",
+    "Outcome",
+    "RecipientIn",
+    "Store",
+    "SuppressionRow",
+]
+
+log = logging.getLogger("campaignd.store")
+m = messages
+T = TypeVar("T")
+Time = float | datetime
+ENQUEUE_STATUSES = frozenset({"queued", "skipped", "suppressed"})
+
+
+def _batches(items: Iterable[T], size: int) -> Iterable[list[T]]:
+    it = iter(items)
+    while batch := list(islice(it, max(1, size))):
+        yield batch
+
+
+class Store:
+    """Open with ``await Store.open(url, root=...)``; ``await store.close()`` when done."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        url: str,
+        day_zone: tzinfo = UTC,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.engine = engine
+        self.url = url
+        """Without password, for messages."""
+        self.day_zone = day_zone
+        self.clock = clock
+        self.dialect = engine.dialect.name
+        self._writer = engine.execution_options(**{WRITE_OPTION: True})
+        # SQLite has one writer at a time anyway; queueing here keeps the order fair and keeps
+        # busy-waiting out of the driver threads.
+        self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
+        self._outcomes: GroupCommit[Outcome] = GroupCommit(self._commit_outcomes)
+
+    # ------------------------------------------------------------ lifecycle
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        *,
+        root: Path,
+        day_zone: tzinfo = UTC,
+        clock: Callable[[], float] = time.time,
+    ) -> Store:
+        """Connect, migrate the schema to head and configure the connection.
+
+        ``sqlite:///relative/path`` is relative to ``root`` (its directory is created);
+        ``day_zone`` is where a service's sending day starts and ends (warm-up, daily caps).
+        """
+        target = normalize_url(url, root=root)
+        shown = display(target)
+        engine: AsyncEngine | None = None
+        try:
+            engine = create_engine(target)
+            store = cls(engine, url=shown, day_zone=day_zone, clock=clock)
+            async with store._tx() as conn:
+                started_from = await conn.run_sync(upgrade)
+        except BaseException as exc:
+            if engine is not None:
+                await engine.dispose()
+            if not isinstance(exc, OSError | sa.exc.SQLAlchemyError):
+                raise  # a StoreError already says what to do
+            raise StoreError(
+                f"cannot open the database {shown}: {exc} — check the URL in campaignd.yaml "
+                "(database:) or $CAMPAIGND_DATABASE, that the server runs and the user may log "
+                "in, and that the directory is writable"
+            ) from exc
+        if started_from is not None:
+            log.info("database %s migrated from %s to the current schema", shown, started_from)
+        return store
+
+    async def close(self) -> None:
+        """Commit outcomes still queued, then release every connection."""
+        try:
+            await self._outcomes.close()
+        finally:
+            await self.engine.dispose()
+
+    @contextlib.asynccontextmanager
+    async def _tx(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction (``BEGIN IMMEDIATE`` on SQLite)."""
+        lock = self._write_lock or contextlib.nullcontext()
+        async with lock, self._writer.begin() as conn:
+            yield conn
+
+    def _read(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
+        return self.engine.connect()
+
+    # ------------------------------------------------------------ campaigns
+
+    async def ensure_campaign(self, campaign_id: str, *, state: str) -> CampaignRow:
+        """Insert the campaign in ``state`` if absent; returns the row as it is now."""
+        _check_state(state)
+        # Called on every conductor pass: answer from a read while the row exists.
+        if (found := await self.get_campaign(campaign_id)) is not None:
+            return found
+        now = self.clock()
+        async with self._tx() as conn:
+            await conn.execute(
+                insert(conn, campaigns)
+                .values(
+                    id=campaign_id,
+                    state=state,
+                    created_at=now,
+                    updated_at=now,
+                    started_at=now if state == "sending" else None,
+                )
+                .on_conflict_do_nothing()
+            )
+            row = await reports.get_campaign(conn, campaign_id)
+        assert row is not None
+        return row
+
+    async def get_campaign(self, campaign_id: str) -> CampaignRow | None:
+        async with self._read() as conn:
+            return await reports.get_campaign(conn, campaign_id)
+
+    async def list_campaigns(self) -> list[CampaignRow]:
+        async with self._read() as conn:
+            rows = await conn.execute(sa.select(campaigns).order_by(campaigns.c.id))
+            return [reports.campaign_row(row) for row in rows]
+
+    async def set_campaign_state(
+        self,
+        campaign_id: str,
+        state: str,
+        reason: str | None = None,
+        *,
+        only_from: Collection[str] | None = None,
+    ) -> CampaignRow:
+        """Move the campaign to ``state`` and return the row as it is now.
+
+        Nothing changes (and the current row is returned) when the campaign is ``stopped`` —
+        stop is final — or when ``only_from`` is given and the current state is not in it.
+        Entering ``sending`` the first time sets ``started_at``; entering a final state sets
+        ``finished_at``, leaving it clears it.
+        """
+        _check_state(state)
+        now = self.clock()
+        async with self._tx() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(campaigns).where(campaigns.c.id == campaign_id).with_for_update()
+                )
+            ).first()
+            if row is None:
+                raise StoreError(
+                    f"no campaign {campaign_id!r} in the database {self.url} — "
+                    "it has not started yet or its records were deleted"
+                )
+            current = reports.campaign_row(row)
+            if current.state == "stopped" and state != "stopped":
+                return current
+            if only_from is not None and current.state not in only_from:
+                return current
+            if current.state == state and current.reason == reason:
+                return current
+            values: dict[str, object] = {"state": state, "reason": reason, "updated_at": now}
+            if state == "sending" and current.started_at is None:
+                values["started_at"] = now
+            if state in FINAL_STATES:
+                values["finished_at"] = current.finished_at or now
+            else:
+                values["finished_at"] = None
+            await conn.execute(
+                sa.update(campaigns).where(campaigns.c.id == campaign_id).values(values)
+            )
+            updated = await reports.get_campaign(conn, campaign_id)
+        assert updated is not None
+        return updated
+
+    async def ensure_edition(
+        self, campaign_id: str, edition: int, *, fired_at: Time, caught_up: bool = False
+    ) -> bool:
+        """Record an edition (a firing of a recurring campaign; 0 for a one-off one). True if
+        it is new. The conductor writes it once the edition's enrollment is complete."""
+        fired = epoch(fired_at)
+        async with self._tx() as conn:
+            created = (
+                await conn.execute(
+                    insert(conn, editions)
+                    .values(
+                        campaign_id=campaign_id,
+                        edition=edition,
+                        fired_at=fired,
+                        caught_up=caught_up,
+                        created_at=self.clock(),
+                    )
+                    .on_conflict_do_nothing()
+                    .returning(editions.c.edition)
+                )
+            ).first() is not None
+            if created:
+                await conn.execute(
+                    sa.update(campaigns)
+                    .where(
+                        campaigns.c.id == campaign_id,
+                        sa.or_(
+                            campaigns.c.last_edition.is_(None), campaigns.c.last_edition < edition
+                        ),
+                    )
+                    .values(last_edition=edition, last_fired_at=fired)
+                )
+        return created
+
+    async def has_edition(self, campaign_id: str, edition: int) -> bool:
+        async with self._read() as conn:
+            found = await conn.scalar(
+                sa.select(sa.literal(1)).where(
+                    editions.c.campaign_id == campaign_id, editions.c.edition == edition
+                )
+            )
+        return found is not None
+
+    async def delete_campaign(self, campaign_id: str) -> int:
+        """Delete a stopped, completed or failed campaign's records; returns the messages
+        deleted. Suppressions and the services' daily counts stay."""
+        async with self._tx() as conn:
+            row = await reports.get_campaign(conn, campaign_id)
+            if row is None:
+                raise StoreError(f"no campaign {campaign_id!r} in the database {self.url}")
+            if row.state not in FINAL_STATES:
+                raise StoreError(
+                    f"campaign {campaign_id!r} is {row.state} — stop it first "
+                    f"(campaignctl stop {campaign_id}), then delete its records"
+                )
+            await conn.execute(sa.delete(events).where(events.c.campaign_id == campaign_id))
+            deleted = (
+                await conn.execute(sa.delete(m).where(m.c.campaign_id == campaign_id))
+            ).rowcount
+            for table in (recipients_table, editions):
+                await conn.execute(sa.delete(table).where(table.c.campaign_id == campaign_id))
+            await conn.execute(sa.delete(campaigns).where(campaigns.c.id == campaign_id))
+        return deleted
+
+    # ------------------------------------------------------------ enrollment
+
+    async def add_recipients(
+        self, campaign_id: str, recipients: Iterable[RecipientIn], *, batch: int = 1000
+    ) -> int:
+        """Store audience rows (idempotent: a known key keeps its first row); returns how many
+        are new. Each batch is its own short transaction."""
+        created = 0
+        for part in _batches(recipients, batch):
+            now = self.clock()
+            async with self._tx() as conn:
+                table = recipients_table
+                stmt = insert(conn, table).on_conflict_do_nothing().returning(table.c.key)
+                rows = await conn.execute(
+                    stmt,
+                    [
+                        {
+                            "campaign_id": campaign_id,
+                            "key": rc.key,
+                            "email": rc.email,
+                            "smtp_address": rc.smtp_address,
+                            "domain": rc.domain,
+                            "fields": json.dumps(dict(rc.fields), ensure_ascii=False),
+                            "timezone": rc.timezone,
+                            "source": rc.source,
+                            "enrolled_at": now,
+                        }
+                        for rc in part
+                    ],
+                )
+                created += len(rows.all())
+        return created
+
+    async def remove_recipients(self, campaign_id: str, keys: Sequence[str], *, at: Time) -> int:
+        """Continuous enrollment: these rows left the lists. Their later drip steps are not
+        created; messages already queued stay (pause or stop the campaign to hold them)."""
+        n = 0
+        async with self._tx() as conn:
+            for part in _batches(keys, leases.CHUNK):
+                n += (
+                    await conn.execute(
+                        sa.update(recipients_table)
+                        .where(
+                            recipients_table.c.campaign_id == campaign_id,
+                            recipients_table.c.key.in_(part),
+                            recipients_table.c.removed_at.is_(None),
+                        )
+                        .values(removed_at=epoch(at))
+                    )
+                ).rowcount
+        return n
+
+    async def enqueue(
+        self,
+        campaign_id: str,
+        edition: int,
+        step: int,
+        items: Iterable[tuple[str, str]],
+        *,
+        due: Time,
+        batch: int = 1000,
+        status: str = "queued",
+        reason: str | None = None,
+    ) -> int:
+        """Create message rows for (recipient key, template) pairs; returns how many are new.
+
+        Re-running creates nothing: (campaign, edition, step, recipient) is unique. The
+        recipients must have been added first. ``status="skipped"`` (with a ``reason``)
+        records a drip step that an ``unless`` condition cancelled, so the chain ends there.
+        """
+        if status not in ENQUEUE_STATUSES:
+            raise ValueError(f"enqueue status {status!r}: use one of {sorted(ENQUEUE_STATUSES)}")
+        at = epoch(due)
+        next_at = at if status == "queued" else None
+        created = 0
+        for part in _batches(items, batch):
+            now = self.clock()
+            async with self._tx() as conn:
+                stmt = insert(conn, m).on_conflict_do_nothing().returning(m.c.id)
+                rows = await conn.execute(
+                    stmt,
+                    [
+                        {
+                            "campaign_id": campaign_id,
+                            "edition": edition,
+                            "step": step,
+                            "recipient": key,
+                            "template": template,
+                            "status": status,
+                            "attempts": 0,
+                            "next_attempt_at": next_at,
+                            "last_error": reason,
+                            "created_at": now,
+                            "updated_at": now,
+                        }
+                        for key, template in part
+                    ],
+                )
+                created += len(rows.all())
+        return created
+
+    # ------------------------------------------------------------ delivery
+
+    async def claim(
+        self,
+        *,
+        worker: str,
+        now: Time,
+        lease: float,
+        limit: int,
+        campaign_ids: Collection[str],
+    ) -> list[Claimed]:
+        """Lease up to ``limit`` due rows of those campaigns whose database state is
+        ``sending``, oldest due first: status ``sending``, ``attempts`` + 1, held by ``worker``
+        until ``now + lease``."""
+        t = epoch(now)
+        async with self._tx() as conn:
+            return await leases.claim(
+                conn, worker=worker, now=t, lease=lease, limit=limit, campaign_ids=campaign_ids
+            )
+
+    async def release(self, ids: Sequence[int], *, next_attempt_at: Time) -> None:
+        """Hand claimed rows back, due at ``next_attempt_at``, without counting an attempt
+        (a limit says wait, the window is closed, the campaign was paused meanwhile)."""
+        if not ids:
+            return
+        async with self._tx() as conn:
+            await leases.release(
+                conn, list(ids), next_attempt_at=epoch(next_attempt_at), now=self.clock()
+            )
+
+    async def record(self, outcomes_: Sequence[Outcome]) -> None:
+        """Apply outcomes; returns once they are committed. Concurrent calls share one
+        transaction (group commit), each still waiting for its own outcomes."""
+        await self._outcomes.submit(list(outcomes_))
+
+    @property
+    def commit_stats(self) -> BatchStats:
+        """Group-commit counters: requests, items, transactions, largest."""
+        return self._outcomes.stats
+
+    async def _commit_outcomes(self, items: Sequence[Outcome]) -> None:
+        async with self._tx() as conn:
+            await outcomes.apply_outcomes(conn, items, day_zone=self.day_zone)
+
+    async def recover(self, *, now: Time, worker: str | None = None) -> int:
+        """At start-up: rows a previous process left in ``sending`` become ``uncertain`` (they
+        may have been delivered; only an operator's retry sends them again). Returns the count.
+
+        Without ``worker`` this daemon is the only one on the database: every ``sending`` row
+        is settled (always so on SQLite). With ``worker`` (``host:pid``) on PostgreSQL, only
+        rows of dead processes: expired leases and earlier processes of the same host.
+        """
+        t = epoch(now)
+        where: sa.ColumnElement[bool] = sa.true()
+        if worker is not None and self.dialect != "sqlite":
+            host = worker.rpartition(":")[0]
+            where = sa.or_(
+                m.c.claimed_until < t,
+                sa.and_(
+                    m.c.claimed_by.startswith(f"{host}:", autoescape=True), m.c.claimed_by != worker
+                ),
+            )
+        why = "interrupted while sending: it may have been delivered, so it is not resent"
+        async with self._tx() as conn:
+            return await leases.mark_uncertain(conn, where, now=t, why=why)
+
+    async def reclaim_expired(self, *, now: Time) -> int:
+        """Rows whose lease ran out (their daemon died while sharing the database) →
+        ``uncertain``."""
+        t = epoch(now)
+        why = "lease expired while sending: it may have been delivered, so it is not resent"
+        async with self._tx() as conn:
+            return await leases.mark_uncertain(conn, m.c.claimed_until < t, now=t, why=why)
+
+    async def release_claims(self, *, worker: str, now: Time) -> int:
+        """At shutdown, after draining: rows ``worker`` still holds were in an SMTP transaction
+        that did not finish in time → ``uncertain``. (Rows it had claimed but not started were
+        handed back by the dispatcher itself.)"""
+        t = epoch(now)
+        why = "still being sent when the daemon stopped: it may have been delivered"
+        async with self._tx() as conn:
+            return await leases.mark_uncertain(conn, m.c.claimed_by == worker, now=t, why=why)
+
+    async def retry(self, campaign_id: str, statuses: Collection[str], *, now: Time) -> int:
+        """The operator's decision: rows in ``statuses`` (failed, uncertain, deferred) are
+        queued again, due now, with their attempts and give-up clock reset."""
+        async with self._tx() as conn:
+            return await leases.requeue(conn, campaign_id, statuses, now=epoch(now))
+
+    async def next_due(self, campaign_ids: Collection[str]) -> float | None:
+        """The earliest ``next_attempt_at`` of queued or deferred rows of those campaigns."""
+        if not campaign_ids:
+            return None
+        async with self._read() as conn:
+            due: float | None = await conn.scalar(
+                sa.select(sa.func.min(m.c.next_attempt_at)).where(
+                    m.c.status.in_(DUE_STATUSES), m.c.campaign_id.in_(list(campaign_ids))
+                )
+            )
+        return due
+
+    async def pending(self, campaign_id: str) -> int:
+        """Rows not settled yet (queued, sending, deferred)."""
+        async with self._read() as conn:
+            n: int | None = await conn.scalar(
+                sa.select(sa.func.count()).where(
+                    m.c.campaign_id == campaign_id, m.c.status.in_(PENDING_STATUSES)
+                )
+            )
+        return n or 0
+
+    # ------------------------------------------------------------ drip
+
+    async def sent_steps(
+        self,
+        campaign_id: str,
+        edition: int,
+        step: int,
+        *,
+        sent_before: Time,
+        limit: int | None = None,
+    ) -> list[tuple[str, float]]:
+        """(recipient, sent_at) of ``step`` rows sent before ``sent_before`` whose step + 1 row
+        does not exist yet and whose recipient is still enrolled, in id order.
+
+        Enqueueing step + 1 removes a recipient from the answer, so a caller may take
+        ``limit`` at a time until the answer is empty.
+        """
+        nxt, r = m.alias("nxt"), recipients_table
+        q = (
+            sa.select(m.c.recipient, m.c.sent_at)
+            .join(
+                r,
+                sa.and_(r.c.campaign_id == m.c.campaign_id, r.c.key == m.c.recipient),
+            )
+            .where(
+                m.c.campaign_id == campaign_id,
+                m.c.edition == edition,
+                m.c.step == step,
+                m.c.status == "sent",
+                r.c.removed_at.is_(None),
+                ~sa.exists().where(
+                    nxt.c.campaign_id == m.c.campaign_id,
+                    nxt.c.edition == m.c.edition,
+                    nxt.c.step == m.c.step + 1,
+                    nxt.c.recipient == m.c.recipient,
+                ),
+            )
+            .order_by(m.c.id)
+        )
+        before = epoch(sent_before)
+        if before != float("inf"):
+            q = q.where(m.c.sent_at < before)
+        if limit is not None:
+            q = q.limit(limit)
+        async with self._read() as conn:
+            rows: Sequence[Any] = (await conn.execute(q)).all()
+        return [(key, at) for key, at in rows]
+
+    async def engaged(
+        self, campaign_id: str, edition: int, keys: Sequence[str], kinds: Collection[str]
+    ) -> set[str]:
+        """Those of ``keys`` with any of ``kinds`` (opened, clicked, replied, unsubscribed,
+        bounced, complained) on any message of this edition — for a step's ``unless``."""
+        columns = []
+        for kind in kinds:
+            if kind not in EVENT_COLUMNS:
+                raise ValueError(f"unless: {kind!r} is not one of {', '.join(EVENT_COLUMNS)}")
+            columns.append(m.c[EVENT_COLUMNS[kind]].is_not(None))
+        if not columns or not keys:
+            return set()
+        cond = sa.and_(m.c.campaign_id == campaign_id, m.c.edition == edition, sa.or_(*columns))
+        async with self._read() as conn:
+            found: set[str] = set()
+            for part in _batches(keys, leases.CHUNK):
+                rows = await conn.execute(
+                    sa.select(m.c.recipient).distinct().where(cond, m.c.recipient.in_(part))
+                )
+                found.update(rows.scalars())
+        return found
+
+    # ------------------------------------------------------------ reporting
+
+    async def counts(self, campaign_id: str) -> CampaignCounts:
+        async with self._read() as conn:
+            return await reports.counts(conn, campaign_id)
+
+    async def messages_page(
+        self,
+        campaign_id: str,
+        *,
+        status: str | None = None,
+        step: int | None = None,
+        template: str | None = None,
+        service: str | None = None,
+        recipient: str | None = None,
+        after: int | None = None,
+        limit: int = 100,
+    ) -> list[MessageRow]:
+        """Up to ``limit`` messages with ids above ``after`` (pass the last id for the next
+        page), filtered."""
+        async with self._read() as conn:
+            return await reports.page(
+                conn,
+                campaign_id,
+                status=status,
+                step=step,
+                template=template,
+                service=service,
+                recipient=recipient,
+                after=after,
+                limit=limit,
+            )
+
+    async def iter_messages(
+        self, campaign_id: str, *, status: str | None = None, batch: int = 1000
+    ) -> AsyncIterator[MessageRow]:
+        """Every message of the campaign in id order, ``batch`` rows per query, each query its
+        own short read: constant memory, and no snapshot held while the consumer is slow."""
+        after: int | None = None
+        while True:
+            rows = await self.messages_page(campaign_id, status=status, after=after, limit=batch)
+            for row in rows:
+                yield row
+            if len(rows) < batch:
+                return
+            after = rows[-1].id
+
+    async def get_message(self, message: int) -> MessageRow | None:
+        async with self._read() as conn:
+            row = (await conn.execute(reports.MESSAGE_SELECT.where(m.c.id == message))).first()
+        return reports.message_row(row) if row is not None else None
+
+    async def find_by_message_id(self, message_id: str) -> MessageRow | None:
+        """The message sent with this RFC 5322 Message-ID (with or without angle brackets)."""
+        bare = message_id.strip().strip("<>")
+        if not bare:
+            return None
+        q = reports.MESSAGE_SELECT.where(m.c.message_id.in_([bare, f"<{bare}>"])).order_by(m.c.id)
+        async with self._read() as conn:
+            row = (await conn.execute(q.limit(1))).first()
+        return reports.message_row(row) if row is not None else None
+
+    # ------------------------------------------------------------ events
+
+    async def add_event(self, ev: EventIn) -> bool:
+        """Apply a piece of feedback once: False (and nothing changes) if an event with the
+        same ``dedupe`` key was applied before. See ``EventIn`` for the effects."""
+        async with self._tx() as conn:
+            return await outcomes.apply_event(conn, ev)
+
+    async def mark_event(self, message: int, kind: str, at: Time) -> bool:
+        """Set the message's ``<kind>_at`` if not set yet; True if this call set it."""
+        async with self._tx() as conn:
+            return await outcomes.stamp(conn, message, kind, epoch(at))
+
+    # ------------------------------------------------------------ suppressions and history
+
+    async def suppress(
+        self,
+        key: str,
+        *,
+        reason: str,
+        source: str,
+        campaign_id: str | None = None,
+        at: Time | None = None,
+    ) -> bool:
+        """Add the address to the global suppression list; False if it was already there."""
+        created = await self.import_suppressions(
+            [key], reason=reason, source=source, campaign_id=campaign_id, at=at
+        )
+        return created > 0
+
+    async def import_suppressions(
+        self,
+        keys: Iterable[str],
+        *,
+        reason: str,
+        source: str,
+        campaign_id: str | None = None,
+        at: Time | None = None,
+        batch: int = 1000,
+    ) -> int:
+        """Suppress many addresses (``campaignctl suppress import``); returns how many are new."""
+        t = self.clock() if at is None else epoch(at)
+        created = 0
+        for part in _batches(keys, batch):
+            rows = [
+                {
+                    "key": k,
+                    "reason": reason,
+                    "source": source,
+                    "campaign_id": campaign_id,
+                    "created_at": t,
+                }
+                for k in dict.fromkeys(normalize_key(k) for k in part)
+                if k
+            ]
+            if not rows:
+                continue
+            async with self._tx() as conn:
+                stmt = insert(conn, suppressions).on_conflict_do_nothing()
+                result = await conn.execute(stmt.returning(suppressions.c.key), rows)
+                created += len(result.all())
+        return created
+
+    async def unsuppress(self, key: str) -> bool:
+        async with self._tx() as conn:
+            result = await conn.execute(
+                sa.delete(suppressions).where(suppressions.c.key == normalize_key(key))
+            )
+        return result.rowcount > 0
+
+    async def suppressed(self, keys: Sequence[str]) -> set[str]:
+        """Those of ``keys`` on the suppression list (compared case-insensitively)."""
+        if not keys:
+            return set()
+        async with self._read() as conn:
+            return await history.suppressed(conn, keys)
+
+    async def list_suppressions(
+        self, *, after: str | None = None, limit: int = 1000
+    ) -> list[SuppressionRow]:
+        """In key order; pass the last key as ``after`` for the next page."""
+        async with self._read() as conn:
+            return await history.list_suppressions(conn, after=after, limit=limit)
+
+    async def contacted_since(
+        self, keys: Sequence[str], since: Time, *, exclude_campaign: str | None = None
+    ) -> set[str]:
+        """Those of ``keys`` any campaign (but ``exclude_campaign``) sent to at or after
+        ``since``."""
+        if not keys:
+            return set()
+        async with self._read() as conn:
+            return await history.contacted_since(
+                conn, keys, since, exclude_campaign=exclude_campaign
+            )
+
+    async def received_campaigns(
+        self, keys: Sequence[str], campaign_ids: Collection[str]
+    ) -> set[str]:
+        """Those of ``keys`` that were sent a message of any of ``campaign_ids``."""
+        if not keys:
+            return set()
+        async with self._read() as conn:
+            return await history.received_campaigns(conn, keys, campaign_ids)
+
+    async def history_snapshot(
+        self, *, since: Time | None, campaign_ids: Collection[str] = ()
+    ) -> HistorySnapshot:
+        """Suppressions and past sends in memory, as the audience's synchronous ``History`` and
+        ``Suppressions`` (for ``campaignctl plan``): sends since ``since`` (None: none), and
+        who received any of ``campaign_ids``."""
+        async with self._read() as conn:
+            return await history.snapshot(conn, since=since, campaign_ids=campaign_ids)
+
+    # ------------------------------------------------------------ limiter rebuild
+
+    async def sent_starts(self, service: str, since: Time) -> list[float]:
+        """When the service sent each message since ``since``, oldest first."""
+        async with self._read() as conn:
+            return await history.starts(conn, m.c.service == service, epoch(since))
+
+    async def campaign_starts(self, campaign_id: str, since: Time) -> list[float]:
+        async with self._read() as conn:
+            return await history.starts(conn, m.c.campaign_id == campaign_id, epoch(since))
+
+    async def first_send_day(self, service: str) -> date | None:
+        """The first day (in the store's day zone) the service sent anything: warm-up day 1."""
+        async with self._read() as conn:
+            return await history.first_send_day(conn, service)
+
+    async def sent_on_day(self, service: str, day: date) -> int:
+        async with self._read() as conn:
+            return await history.sent_on_day(conn, service, day)
+
+
+def _check_state(state: str) -> None:
+    if state not in CAMPAIGN_STATES:
+        raise ValueError(f"campaign state {state!r} is not one of {', '.join(CAMPAIGN_STATES)}")
