@@ -1,0 +1,222 @@
+"""What an SMTP reply means for one message: sent, deferred, bounced or failed (pure, no I/O).
+
+Temporary versus permanent is decided here and nowhere else (RFC 5321 §4.2.1, RFC 3463):
+
+- 2xx: the step succeeded (``sent``).
+- 421: the server is going away — ``deferred``, close the session and slow the service down.
+- other 4xx (451, 452, …): ``deferred``, retried with the service's backoff; one that says it
+  is rate limiting ("too many messages", "rate limited") slows the service down as well.
+- 5xx with an RFC 3463 address status ``5.1.x`` naming the *recipient* (at RCPT or later):
+  ``bounced`` — the address is suppressed. A bare 5xx whose text says the user does not exist
+  counts too, unless the text reads like a policy block.
+- any other 5xx (policy blocks ``5.7.x``, content rejections, a refused sender): ``failed`` —
+  the message fails but the address is not suppressed.
+- no reply at all (connection dropped, timeout): ``deferred``.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import ssl
+from dataclasses import dataclass
+from typing import Literal, TypeVar
+
+from aiosmtplib.errors import (
+    SMTPAuthenticationError,
+    SMTPException,
+    SMTPResponseException,
+    SMTPServerDisconnected,
+    SMTPTimeoutError,
+)
+
+from ..errors import SecretError
+
+Stage = Literal["connect", "ehlo", "starttls", "auth", "mail", "rcpt", "data", "eod"]
+Kind = Literal["sent", "deferred", "bounced", "failed"]
+_E = TypeVar("_E", bound=BaseException)
+
+STAGE_NAMES: dict[Stage, str] = {
+    "connect": "connect",
+    "ehlo": "EHLO",
+    "starttls": "STARTTLS",
+    "auth": "AUTH",
+    "mail": "MAIL FROM",
+    "rcpt": "RCPT TO",
+    "data": "DATA",
+    "eod": "end of data",
+}
+TEXT_LIMIT = 300
+
+# RFC 3463: class.subject.detail; subject and detail are 1-3 digits.
+_ENHANCED_RE = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?=\s|$)")
+# Stages where a 5.1.x names the recipient; at MAIL or before it names our sender or session.
+_RECIPIENT_STAGES = frozenset({"rcpt", "data", "eod"})
+# 5.1.x details about the recipient's address (5.1.7/5.1.8 are the sender's, 5.1.5/5.1.9 are
+# not address failures at all).
+_RECIPIENT_DETAILS = frozenset({0, 1, 2, 3, 4, 6, 10})
+_USER_UNKNOWN_RE = re.compile(
+    r"user unknown|unknown user|no such (user|mailbox|recipient|address|account)"
+    r"|(mailbox|user|recipient|address|account) (does not exist|doesn't exist|not found|unknown)"
+    r"|(recipient|user|mailbox) (address )?(rejected|invalid)|invalid (recipient|mailbox)"
+    r"|unrouteable address|not a valid (mailbox|recipient)",
+    re.IGNORECASE,
+)
+_THROTTLE_RE = re.compile(
+    r"rate.?limit|too many (messages|mails|connections|sessions)|throttl|sending rate"
+    r"|slow down|exceeded .*(rate|quota)",
+    re.IGNORECASE,
+)
+_POLICY_RE = re.compile(
+    r"policy|spam|block|blacklist|denylist|reputation|reject(ed)? (by|for|due)|abuse"
+    r"|rbl|spamhaus|dnsbl|relay(ing)? (denied|not permitted|access denied)|not permitted",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One message's outcome at one stage, with the server's words kept for ``last_error``."""
+
+    kind: Kind
+    code: int | None
+    enhanced: str | None
+    text: str
+    close_session: bool = False
+    slow_down: bool = False
+    stage: Stage | None = None
+
+    def summary(self) -> str:
+        """``550 5.1.1 user unknown`` — code, enhanced code and text, whichever are known.
+
+        Texts that already quote the code (``AUTH rejected: 535 5.7.8 …``) are left as they are.
+        """
+        head = " ".join(p for p in (str(self.code or ""), self.enhanced or "") if p)
+        if not head or head in self.text:
+            return self.text or head
+        return f"{head} {self.text}" if self.text else head
+
+
+def parse_enhanced(text: str) -> tuple[str | None, str]:
+    """Split an RFC 3463 code off the front of a reply text: ``("5.1.1", "user unknown")``."""
+    m = _ENHANCED_RE.match(text.lstrip())
+    if m is None:
+        return None, text.strip()
+    return m.group(0), text.lstrip()[m.end() :].strip()
+
+
+def one_line(text: str, enhanced: str | None = None, limit: int = TEXT_LIMIT) -> str:
+    """Join a multi-line reply into one trimmed line, dropping each line's repeated code."""
+    lines = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if enhanced and line.startswith(enhanced):
+            line = line[len(enhanced) :].strip()
+        if line:
+            lines.append(line)
+    flat = " ".join(lines)
+    if not flat.isprintable():
+        flat = "".join(ch if ch.isprintable() else " " for ch in flat)
+    return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
+
+
+def classify(code: int | None, text: str, *, stage: Stage) -> Reply:
+    """Map a server reply (or ``None`` for no reply) at ``stage`` to what the message's fate is."""
+    enhanced, rest = parse_enhanced(text)
+    if enhanced is not None and code is not None and enhanced[0] != str(code)[0]:
+        enhanced = None  # a class that contradicts the reply code is noise, not a status
+        rest = text.strip()
+    clean = one_line(rest, enhanced)
+    if code is None:
+        note = clean or f"no reply at {STAGE_NAMES[stage]}"
+        return Reply("deferred", None, None, note, close_session=True, stage=stage)
+    if 200 <= code < 300:
+        return Reply("sent", code, enhanced, clean, stage=stage)
+    if code == 421:
+        return Reply("deferred", code, enhanced, clean, True, True, stage)
+    if 400 <= code < 500:
+        # Providers throttle with 450/451 too ("rate limited", "too many messages"); greylisting
+        # ("try again later") is per recipient and does not slow the service down.
+        throttled = bool(_THROTTLE_RE.search(clean))
+        return Reply("deferred", code, enhanced, clean, slow_down=throttled, stage=stage)
+    if 500 <= code < 600:
+        kind: Kind = "bounced" if _names_bad_recipient(enhanced, clean, stage) else "failed"
+        return Reply(kind, code, enhanced, clean, stage=stage)
+    # 1xx/3xx where a final reply belongs, or garbage: the session is out of step.
+    return Reply("deferred", code, enhanced, clean or "unexpected reply", True, stage=stage)
+
+
+def _names_bad_recipient(enhanced: str | None, text: str, stage: Stage) -> bool:
+    if stage not in _RECIPIENT_STAGES:
+        return False
+    if enhanced is not None:
+        _, subject, detail = enhanced.split(".")
+        return subject == "1" and int(detail) in _RECIPIENT_DETAILS
+    return bool(_USER_UNKNOWN_RE.search(text)) and not _POLICY_RE.search(text)
+
+
+# ---------------------------------------------------------------- failures without a reply
+
+
+def connection_failure(
+    exc: BaseException, stage: Stage, *, peer: str | None = None, timeout: float | None = None
+) -> Reply:
+    """A deferred Reply saying, for an operator, why a session could not be opened or went away.
+
+    ``peer`` (``host:port``) and ``timeout`` (seconds) make the text concrete when known.
+    """
+    where = f" {peer}" if peer else ""
+    step = STAGE_NAMES[stage]
+    code: int | None = None
+    enhanced: str | None = None
+    if isinstance(exc, SecretError):
+        text = f"AUTH not attempted: {exc}"
+    elif isinstance(exc, SMTPAuthenticationError):
+        enhanced, rest = parse_enhanced(exc.message)
+        code = exc.code
+        text = f"AUTH rejected: {code} {enhanced + ' ' if enhanced else ''}{one_line(rest)}"
+    elif (tls := find_cause(exc, ssl.SSLError)) is not None:
+        text = f"TLS handshake failed{' with' + where if where else ''}: {_tls_reason(tls)}"
+    elif isinstance(exc, SMTPResponseException) and exc.code >= 0:
+        enhanced, rest = parse_enhanced(exc.message)
+        code = exc.code
+        said = " ".join(p for p in (str(code), enhanced or "", one_line(rest, enhanced)) if p)
+        text = f"{step} refused{' by' + where if where else ''}: {said}"
+    elif find_cause(exc, ConnectionRefusedError) is not None:
+        text = f"connection refused by{where or ' the server'}"
+    elif (gai := find_cause(exc, socket.gaierror)) is not None:
+        host = peer.rpartition(":")[0] if peer else "the host"
+        text = f"cannot resolve {host}: {gai.strerror or gai}"
+    elif isinstance(exc, SMTPTimeoutError | TimeoutError):
+        after = f" after {timeout:g}s" if timeout is not None else ""
+        text = f"timed out{after} at {step}{' talking to' + where if where else ''}"
+    elif isinstance(exc, SMTPServerDisconnected | ConnectionError | EOFError):
+        text = f"connection closed by{where or ' the server'} during {step}"
+    elif (os_err := find_cause(exc, OSError)) is not None:
+        reason = os_err.strerror or str(os_err)
+        text = f"cannot connect to{where or ' the server'}: {reason}"
+    elif isinstance(exc, SMTPException):
+        text = f"{step} failed: {one_line(str(exc))}"
+    else:
+        text = f"{step} failed: {type(exc).__name__}: {one_line(str(exc))}"
+    return Reply("deferred", code, enhanced, one_line(text), close_session=True, stage=stage)
+
+
+def find_cause(exc: BaseException, kind: type[_E]) -> _E | None:
+    """The first exception of ``kind`` in ``exc``'s cause/context chain (libraries wrap them)."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, kind):
+            return cur
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
+def _tls_reason(exc: ssl.SSLError) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        detail = exc.verify_message or exc.reason or "unknown reason"
+        return f"certificate verify failed: {detail}"
+    reason = exc.reason or exc.strerror or str(exc)
+    return str(reason).replace("_", " ").lower()
