@@ -61,6 +61,7 @@ async def claim(
         .where(m.c.id.in_(ids))
         .values(
             status="sending",
+            service=None,  # set by start(): a row without one never reached an SMTP server
             claimed_by=worker,
             claimed_until=now + lease,
             attempts=m.c.attempts + 1,
@@ -131,6 +132,33 @@ async def release(
         )
         count += result.rowcount
     return count
+
+
+async def start(conn: AsyncConnection, items: Sequence[tuple[int, str]], *, now: float) -> None:
+    """The SMTP transaction of these claimed rows is about to begin, through these services:
+    from here on a crash makes them ``uncertain`` instead of handing them back."""
+    by_service: dict[str, list[int]] = {}
+    for message, service in items:
+        by_service.setdefault(service, []).append(message)
+    for service, ids in by_service.items():
+        for part in chunks(ids):
+            await conn.execute(
+                sa.update(m)
+                .where(m.c.id.in_(part), m.c.status == "sending")
+                .values(service=service, updated_at=now)
+            )
+
+
+async def settle(
+    conn: AsyncConnection, where: sa.ColumnElement[bool], *, now: float, why: str
+) -> int:
+    """Rows in ``sending`` matching ``where`` whose worker is gone: those that never started an
+    SMTP transaction go back to the queue untouched; the others become ``uncertain``."""
+    idle = sa.and_(m.c.status == "sending", where, m.c.service.is_(None))
+    ids: list[int] = list((await conn.execute(sa.select(m.c.id).where(idle))).scalars())
+    if ids:
+        await release(conn, ids, next_attempt_at=now, now=now)
+    return await mark_uncertain(conn, sa.and_(where, m.c.service.is_not(None)), now=now, why=why)
 
 
 async def mark_uncertain(

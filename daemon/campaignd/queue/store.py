@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from datetime import UTC, date, datetime, tzinfo
@@ -102,6 +103,9 @@ class Store:
         # busy-waiting out of the driver threads.
         self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
         self._outcomes: GroupCommit[Outcome] = GroupCommit(self._commit_outcomes)
+        self._starts: GroupCommit[tuple[int, str]] = GroupCommit(
+            self._commit_starts, name="store-starts"
+        )
 
     # ------------------------------------------------------------ lifecycle
 
@@ -144,6 +148,7 @@ class Store:
     async def close(self) -> None:
         """Commit outcomes still queued, then release every connection."""
         try:
+            await self._starts.close()
             await self._outcomes.close()
         finally:
             await self.engine.dispose()
@@ -436,6 +441,16 @@ class Store:
                 conn, list(ids), next_attempt_at=epoch(next_attempt_at), now=self.clock()
             )
 
+    async def start(self, message: int, service: str) -> None:
+        """Mark a claimed row as entering its SMTP transaction; returns once committed (group
+        commit, like ``record``). Until then a crash hands the row back instead of making it
+        ``uncertain`` — so at most the messages really in flight can be uncertain."""
+        await self._starts.submit([(message, service)])
+
+    async def _commit_starts(self, items: Sequence[tuple[int, str]]) -> None:
+        async with self._tx() as conn:
+            await leases.start(conn, items, now=self.clock())
+
     async def record(self, outcomes_: Sequence[Outcome]) -> None:
         """Apply outcomes; returns once they are committed. Concurrent calls share one
         transaction (group commit), each still waiting for its own outcomes."""
@@ -456,21 +471,29 @@ class Store:
 
         Without ``worker`` this daemon is the only one on the database: every ``sending`` row
         is settled (always so on SQLite). With ``worker`` (``host:pid``) on PostgreSQL, only
-        rows of dead processes: expired leases and earlier processes of the same host.
+        rows of dead processes: expired leases, and processes of this host that no longer run
+        (another live daemon on the same host keeps its claims).
         """
         t = epoch(now)
         where: sa.ColumnElement[bool] = sa.true()
         if worker is not None and self.dialect != "sqlite":
             host = worker.rpartition(":")[0]
-            where = sa.or_(
-                m.c.claimed_until < t,
-                sa.and_(
-                    m.c.claimed_by.startswith(f"{host}:", autoescape=True), m.c.claimed_by != worker
-                ),
-            )
+            async with self._read() as conn:
+                owners: list[str] = list(
+                    (
+                        await conn.execute(
+                            sa.select(m.c.claimed_by)
+                            .where(m.c.status == "sending")
+                            .where(m.c.claimed_by.startswith(f"{host}:", autoescape=True))
+                            .distinct()
+                        )
+                    ).scalars()
+                )
+                dead = [o for o in owners if o != worker and not _process_alive(o)]
+            where = sa.or_(m.c.claimed_until < t, m.c.claimed_by.in_(dead))
         why = "interrupted while sending: it may have been delivered, so it is not resent"
         async with self._tx() as conn:
-            return await leases.mark_uncertain(conn, where, now=t, why=why)
+            return await leases.settle(conn, where, now=t, why=why)
 
     async def reclaim_expired(self, *, now: Time) -> int:
         """Rows whose lease ran out (their daemon died while sharing the database) →
@@ -478,7 +501,7 @@ class Store:
         t = epoch(now)
         why = "lease expired while sending: it may have been delivered, so it is not resent"
         async with self._tx() as conn:
-            return await leases.mark_uncertain(conn, m.c.claimed_until < t, now=t, why=why)
+            return await leases.settle(conn, m.c.claimed_until < t, now=t, why=why)
 
     async def release_claims(self, *, worker: str, now: Time) -> int:
         """At shutdown, after draining: rows ``worker`` still holds were in an SMTP transaction
@@ -487,7 +510,7 @@ class Store:
         t = epoch(now)
         why = "still being sent when the daemon stopped: it may have been delivered"
         async with self._tx() as conn:
-            return await leases.mark_uncertain(conn, m.c.claimed_by == worker, now=t, why=why)
+            return await leases.settle(conn, m.c.claimed_by == worker, now=t, why=why)
 
     async def retry(self, campaign_id: str, statuses: Collection[str], *, now: Time) -> int:
         """The operator's decision: rows in ``statuses`` (failed, uncertain, deferred) are
@@ -782,6 +805,20 @@ class Store:
     async def sent_on_day(self, service: str, day: date) -> int:
         async with self._read() as conn:
             return await history.sent_on_day(conn, service, day)
+
+
+def _process_alive(worker: str) -> bool:
+    """Whether ``host:pid`` (of this host) still runs; unparseable ids count as alive."""
+    pid = worker.rpartition(":")[2]
+    if not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _check_state(state: str) -> None:

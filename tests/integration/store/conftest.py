@@ -4,8 +4,7 @@ with the reason shown — except under CI=true, where that is a failure."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -13,20 +12,9 @@ import pytest
 from campaignd.queue.store import Store
 
 from .factory import OpenStore
-from .postgres import Cluster, Missing, cluster
+from .postgres import Cluster
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
-
-
-@pytest.fixture(scope="session")
-def pg_cluster() -> Iterator[Cluster]:
-    try:
-        with cluster() as c:
-            yield c
-    except Missing as exc:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI=true but {exc}", pytrace=False)
-        pytest.skip(f"!!! PostgreSQL store tests NOT RUN: {exc}")
 
 
 @pytest.fixture(params=BACKENDS)

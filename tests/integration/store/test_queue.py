@@ -157,31 +157,40 @@ async def test_restart_marks_in_flight_rows_uncertain_not_resent(
 ) -> None:
     await seed(store, n=4)
     claimed = await claim_all(store, limit=3)
+    await store.start(claimed[0], "relay")
+    await store.start(claimed[1], "relay")
     await store.record([Outcome(id=claimed[0], status="sent", service="relay", at=T0 + 1)])
-    # kill -9 here; a new process opens the database.
+    # kill -9 here: claimed[1] was in its SMTP transaction, claimed[2] only claimed.
     await store.close()
     fresh = await open_store()
-    assert await fresh.recover(now=T0 + 10) == 2
+    assert await fresh.recover(now=T0 + 10) == 1
     counts = (await fresh.counts("launch")).counts
     assert (counts["sent"], counts["uncertain"], counts["queued"], counts["sending"]) == (
         1,
-        2,
         1,
+        2,
         0,
     )
     rows = await fresh.messages_page("launch", status="uncertain")
-    assert {r.id for r in rows} == set(claimed[1:])
-    assert all("may have been delivered" in (r.last_error or "") for r in rows)
-    assert all(WORKER in (r.last_error or "") for r in rows)
+    assert [r.id for r in rows] == [claimed[1]]
+    assert rows[0].service == "relay"
+    assert "may have been delivered" in (rows[0].last_error or "")
+    assert WORKER in (rows[0].last_error or "")
+    back = await fresh.get_message(claimed[2])
+    assert back is not None and back.status == "queued" and back.attempts == 0
     # Uncertain rows are never claimed again on their own.
-    assert len(await claim_all(fresh, now=T0 + 3600)) == 1
-    assert await fresh.recover(now=T0 + 20) == 1  # only the row claimed just now
+    again = await claim_all(fresh, now=T0 + 3600)
+    assert len(again) == 2 and claimed[1] not in again
+    assert await fresh.recover(now=T0 + 20) == 0  # claimed, never started: handed back
+    assert (await fresh.counts("launch")).counts["queued"] == 2
 
 
 async def test_expired_leases_become_uncertain_live_ones_stay(store: Store) -> None:
     await seed(store, n=2)
     [short] = await claim_all(store, limit=1, lease=10)
     [long] = await claim_all(store, limit=1, lease=1000)
+    await store.start(short, "relay")
+    await store.start(long, "relay")
     assert await store.reclaim_expired(now=T0 + 5) == 0
     assert await store.reclaim_expired(now=T0 + 11) == 1
     s, lg = await store.get_message(short), await store.get_message(long)
@@ -192,9 +201,11 @@ async def test_expired_leases_become_uncertain_live_ones_stay(store: Store) -> N
 async def test_recover_with_a_worker_spares_live_daemons_on_postgresql(store: Store) -> None:
     await seed(store, n=3)
     ids = []
-    for worker in ("host-a:99", "host-b:7", "host-a:100"):
+    # host-a:999999999 no longer runs (no such pid); host-a:100 is us
+    for worker in ("host-a:999999999", "host-b:7", "host-a:100"):
         got = await store.claim(worker=worker, now=T0, lease=600, limit=1, campaign_ids=["launch"])
         ids.append(got[0].id)
+        await store.start(got[0].id, "relay")
     marked = await store.recover(now=T0 + 1, worker="host-a:100")
     statuses = [(await store.get_message(i)).status for i in ids]  # type: ignore[union-attr]
     if store.dialect == "sqlite":  # one daemon per SQLite file: everything in flight was ours
@@ -205,8 +216,9 @@ async def test_recover_with_a_worker_spares_live_daemons_on_postgresql(store: St
 
 async def test_release_claims_at_shutdown_settles_only_this_worker(store: Store) -> None:
     await seed(store, n=2)
-    await store.claim(worker="me:1", now=T0, lease=600, limit=1, campaign_ids=["launch"])
-    await store.claim(worker="other:2", now=T0, lease=600, limit=1, campaign_ids=["launch"])
+    for worker in ("me:1", "other:2"):
+        got = await store.claim(worker=worker, now=T0, lease=600, limit=1, campaign_ids=["launch"])
+        await store.start(got[0].id, "relay")
     assert await store.release_claims(worker="me:1", now=T0 + 5) == 1
     counts = (await store.counts("launch")).counts
     assert (counts["uncertain"], counts["sending"]) == (1, 1)
@@ -222,6 +234,7 @@ async def test_retry_requeues_only_what_the_operator_names(store: Store) -> None
             Outcome(id=c, status="bounced", at=T0, code=550, enhanced="5.1.1", suppress=True),
         ]
     )
+    await store.start(d, "relay")
     await store.recover(now=T0 + 1)  # d → uncertain
     assert await store.retry("launch", ["failed", "uncertain"], now=T0 + 100) == 2
     counts = (await store.counts("launch")).counts
