@@ -1,0 +1,93 @@
+"""From (campaign, step, recipient) to the bytes of one message — shared by preview and the worker.
+
+Prepared templates are cached per (campaign, step, template) and config generation, so the
+constant parts of a message are built once, not per recipient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import parseaddr
+
+from .config.model import Campaign, Config
+from .render import (
+    PreparedTemplate,
+    RenderContext,
+    RenderedMessage,
+    choose_template,
+    make_message_id,
+)
+from .web.links import LinkSigner, unsubscribe_url
+
+
+def sender_of(config: Config, campaign: Campaign, service_id: str) -> str:
+    return campaign.from_ or config.services[service_id].from_
+
+
+def base_url(config: Config) -> str:
+    http = config.settings.http
+    return http.public_url or f"http://{http.listen}"
+
+
+@dataclass
+class Composer:
+    config: Config
+    signer: LinkSigner
+
+    def __post_init__(self) -> None:
+        self._prepared: dict[tuple[str, int, str, str], PreparedTemplate] = {}
+
+    def template_for(self, campaign_id: str, step: int, recipient_key: str) -> str:
+        campaign = self.config.campaigns[campaign_id]
+        return choose_template(campaign_id, recipient_key, campaign.steps[step - 1].template)
+
+    def prepared(
+        self, campaign_id: str, step: int, template_id: str, service_id: str
+    ) -> PreparedTemplate:
+        key = (campaign_id, step, template_id, service_id)
+        found = self._prepared.get(key)
+        if found is None:
+            campaign = self.config.campaigns[campaign_id]
+            ctx = RenderContext(
+                campaign_id=campaign_id,
+                campaign_name=campaign.name or campaign_id,
+                step=step,
+                sender=sender_of(self.config, campaign, service_id),
+                marketing=campaign.kind == "marketing",
+                postal_address=campaign.postal_address or "",
+            )
+            found = PreparedTemplate(template_id, self.config.templates[template_id], ctx)
+            self._prepared[key] = found
+        return found
+
+    def compose(
+        self,
+        *,
+        campaign_id: str,
+        step: int,
+        template_id: str,
+        service_id: str,
+        recipient_key: str,
+        fields: Mapping[str, str],
+        to_address: str,
+        send_time: datetime,
+        message_id: str | None = None,
+    ) -> RenderedMessage:
+        prepared = self.prepared(campaign_id, step, template_id, service_id)
+        campaign = self.config.campaigns[campaign_id]
+        # Transactional mail gets a working link too when its template offers one; only
+        # marketing mail carries the List-Unsubscribe headers (render decides that).
+        token = self.signer.unsubscribe_token(campaign_id, recipient_key)
+        unsub = unsubscribe_url(base_url(self.config), token)
+        if message_id is None:
+            domain = parseaddr(sender_of(self.config, campaign, service_id))[1].rpartition("@")[2]
+            message_id = make_message_id(domain or "campaignd.local")
+        return prepared.render(
+            fields,
+            to_address=to_address,
+            message_id=message_id,
+            send_time=send_time,
+            unsubscribe_url=unsub,
+        )

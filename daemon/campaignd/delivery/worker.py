@@ -1,0 +1,413 @@
+"""The dispatcher: claims due messages, picks a service under every limit, sends, records.
+
+It holds no truth of its own: campaign state is re-read from the database before each batch
+(the API writes state and merely wakes us), every outcome is committed before the SMTP session
+takes its next message, and anything unexpected marks the row instead of dropping it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parseaddr
+from typing import Protocol
+
+from ..compose import Composer, sender_of
+from ..config.model import Campaign, Config, Service
+from ..errors import RenderError
+from ..plan.schedule import in_window, next_window_open, window_zone
+from ..queue.store import Claimed, Outcome
+from .breaker import Breaker
+from .classify import Reply
+from .limits import Limiter
+from .retry import next_retry
+from .smtp import ConnectionFailed, Envelope, Transport
+
+log = logging.getLogger("campaignd.delivery")
+
+# A message held in memory waiting for a limit longer than this is handed back to the queue
+# with its due time, so a long wait (a daily cap, a closed breaker) never pins claimed rows.
+MAX_HOLD = 5.0
+CLAIM_LEASE = 600.0
+AUTO_PAUSE_AFTER = 50
+
+
+class Store(Protocol):
+    """What the dispatcher needs from the database (the queue.Store implements it)."""
+
+    async def claim(
+        self, *, worker: str, now: float, lease: float, limit: int, campaign_ids: Collection[str]
+    ) -> list[Claimed]: ...
+    async def release(self, ids: Sequence[int], *, next_attempt_at: float) -> None: ...
+    async def start(self, message: int, service: str) -> None: ...
+    async def record(self, outcomes: Sequence[Outcome]) -> None: ...
+    async def suppressed(self, keys: Sequence[str]) -> set[str]: ...
+    async def next_due(self, campaign_ids: Collection[str]) -> float | None: ...
+
+
+@dataclass
+class CampaignRun:
+    """What the dispatcher tracks per campaign between database reads."""
+
+    consecutive_failures: int = 0
+    last_failure: str = ""
+
+
+@dataclass
+class Dispatcher:
+    store: Store
+    config: Config
+    composer: Composer
+    transports: Mapping[str, Transport]
+    limiter: Limiter
+    worker_id: str
+    on_auto_pause: Callable[[str, str], object] | None = None
+    clock: Callable[[], float] = time.time
+    batch_size: int = 200
+    breakers: dict[str, Breaker] = field(default_factory=dict)
+    runs: dict[str, CampaignRun] = field(default_factory=lambda: defaultdict(CampaignRun))
+    active: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self._wake = asyncio.Event()
+        self._slot_freed = asyncio.Event()
+        self._inflight: dict[str, int] = defaultdict(int)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = False
+        self._rr = 0
+        for sid in self.transports:
+            self.breakers.setdefault(sid, Breaker())
+
+    # ------------------------------------------------------------ control
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def set_active(self, campaign_ids: Collection[str]) -> None:
+        """Campaigns whose database state is `sending` (the caller read it)."""
+        self.active = set(campaign_ids)
+        self._wake.set()
+
+    def update(self, config: Config, transports: Mapping[str, Transport]) -> None:
+        """A reload: new claims use the new config at once; in-flight sends finish as they are."""
+        self.config = config
+        self.transports = transports
+        for sid in transports:
+            self.breakers.setdefault(sid, Breaker())
+        self.limiter.update_config(config)
+        self._wake.set()
+
+    def inflight(self) -> int:
+        return sum(self._inflight.values())
+
+    def inflight_of(self, service: str) -> int:
+        return self._inflight.get(service, 0)
+
+    async def drain(self, timeout: float) -> int:  # noqa: ASYNC109 - a deadline, not a cancel
+        """Stop claiming; wait for in-flight sends. Returns how many were still running."""
+        self._stopping = True
+        self._wake.set()
+        self._slot_freed.set()
+        pending = [t for t in self._tasks if not t.done()]
+        if not pending:
+            return 0
+        _, still = await asyncio.wait(pending, timeout=timeout)
+        return len(still)
+
+    # ------------------------------------------------------------ main loop
+
+    async def run(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            if not self.active:
+                await self._wait(None)
+                continue
+            capacity = self._free_slots()
+            if capacity <= 0:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                continue
+            now = self.clock()
+            claimed = await self.store.claim(
+                worker=self.worker_id,
+                now=now,
+                lease=CLAIM_LEASE,
+                limit=min(self.batch_size, max(capacity * 4, 16)),
+                campaign_ids=self.active,
+            )
+            if not claimed:
+                due = await self.store.next_due(self.active)
+                await self._wait(None if due is None else max(0.0, due - self.clock()))
+                continue
+            await self._dispatch(claimed)
+
+    async def _wait(self, seconds: float | None) -> None:
+        # Wake on demand (new work, pause, reload); otherwise poll at most every second so
+        # rows that became due (or were added by another daemon) are seen promptly.
+        timeout = 1.0 if seconds is None else min(seconds, 1.0)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=timeout)
+
+    def _free_slots(self) -> int:
+        free = 0
+        for sid, svc in self.config.services.items():
+            if sid in self.transports:
+                free += max(0, svc.max_connections - self._inflight[sid])
+        return free
+
+    # ------------------------------------------------------------ one batch
+
+    async def _dispatch(self, claimed: list[Claimed]) -> None:
+        now = self.clock()
+        suppressed = await self.store.suppressed([m.recipient for m in claimed])
+        early: list[Outcome] = []
+        later: dict[float, list[int]] = defaultdict(list)
+        ready: list[Claimed] = []
+        for msg in claimed:
+            campaign = self.config.campaigns.get(msg.campaign_id)
+            if campaign is None or msg.campaign_id not in self.active:
+                later[now].append(msg.id)  # paused or removed meanwhile: back, untouched
+            elif msg.recipient in suppressed:
+                early.append(_final(msg, "suppressed", now, "address is on the suppression list"))
+            elif (opens := self._window_opens(campaign, msg, now)) is not None:
+                later[opens].append(msg.id)
+            else:
+                ready.append(msg)
+        if early:
+            await self.store.record(early)
+        for at, ids in later.items():
+            await self.store.release(ids, next_attempt_at=at)
+        for i, msg in enumerate(ready):
+            if self._stopping or msg.campaign_id not in self.active:
+                await self.store.release([m.id for m in ready[i:]], next_attempt_at=self.clock())
+                return
+            await self._start_one(msg)
+
+    def _window_opens(self, campaign: Campaign, msg: Claimed, now: float) -> float | None:
+        """None if the message may go now, else when its recipient's window opens."""
+        window = campaign.window
+        if window is None:
+            return None
+        zone = window_zone(window, msg.timezone)
+        at = datetime.fromtimestamp(now, UTC)
+        if in_window(window, at, zone):
+            return None
+        opens = next_window_open(window, at, zone)
+        # A window that can never open again keeps the message queued a day at a time, so a
+        # corrected campaign file picks it up; the status page shows why it waits.
+        return opens.timestamp() if opens is not None else now + 86400
+
+    async def _start_one(self, msg: Claimed) -> None:
+        campaign = self.config.campaigns[msg.campaign_id]
+        while True:
+            now = self.clock()
+            sid, at = self._choose_service(campaign, msg, now)
+            if sid is not None:
+                self.limiter.record(sid, msg.domain, msg.campaign_id, now)
+                self._inflight[sid] += 1
+                task = asyncio.create_task(self._deliver(msg, sid), name=f"send-{msg.id}")
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+                return
+            if at is None:  # every service is busy: wait for a free session
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                if self._stopping:
+                    await self.store.release([msg.id], next_attempt_at=self.clock())
+                    return
+                continue
+            wait = at - now
+            if wait > MAX_HOLD or self._stopping:
+                await self.store.release([msg.id], next_attempt_at=at)
+                return
+            await asyncio.sleep(wait)
+
+    def _choose_service(
+        self, campaign: Campaign, msg: Claimed, now: float
+    ) -> tuple[str | None, float | None]:
+        """The service to use now, or (None, when to look again); (None, None): all busy.
+
+        Among the campaign's services that are healthy and within their limits, the one with
+        the most free sessions wins, so messages spread in proportion to free capacity.
+        """
+        candidates = [s for s in campaign.services if s in self.transports]
+        best: str | None = None
+        best_free = 0
+        earliest: float | None = None
+        busy = False  # a usable service only lacks a free session: one frees up soon
+        n = len(candidates)
+        self._rr = (self._rr + 1) % max(n, 1)
+        for sid in candidates[self._rr :] + candidates[: self._rr]:
+            breaker = self.breakers[sid]
+            state = breaker.state(now)
+            if state == "open":
+                retry = breaker.retry_at()
+                if retry is not None:
+                    earliest = retry if earliest is None else min(earliest, retry)
+                continue
+            if state == "half-open" and breaker.probing:
+                busy = True  # the probe's outcome decides; wait for it like for a session
+                continue
+            allowed_at = self.limiter.check(sid, msg.domain, msg.campaign_id, now)
+            if allowed_at > now:
+                earliest = allowed_at if earliest is None else min(earliest, allowed_at)
+                continue
+            free = self.config.services[sid].max_connections - self._inflight[sid]
+            if free <= 0:
+                busy = True
+                continue
+            if free > best_free:
+                best, best_free = sid, free
+        if best is not None and self.breakers[best].allows(now):
+            return best, None
+        if busy:
+            return None, None
+        return None, earliest if earliest is not None else now + 60
+
+    # ------------------------------------------------------------ one message
+
+    async def _deliver(self, msg: Claimed, sid: str) -> None:
+        try:
+            try:
+                outcome = await self._attempt(msg, sid)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug must not lose the message: keep it, say why
+                log.exception("unexpected error sending message %s", msg.id)
+                outcome = self._temporary(msg, sid, f"internal error: {exc!r}", None, None)
+            if outcome is not None:
+                # Committed before the slot frees, so a crash leaves at most max_connections
+                # messages per service uncertain — never a backlog of unrecorded sends.
+                await self.store.record([outcome])
+                self._track(msg, outcome)
+        finally:
+            self._inflight[sid] -= 1
+            self._slot_freed.set()
+
+    async def _attempt(self, msg: Claimed, sid: str) -> Outcome | None:
+        now = self.clock()
+        campaign = self.config.campaigns.get(msg.campaign_id)
+        service = self.config.services.get(sid)
+        if campaign is None or service is None or msg.template not in self.config.templates:
+            what = "campaign" if campaign is None else "service" if service is None else "template"
+            await self.store.release([msg.id], next_attempt_at=now + 60)
+            log.warning("message %s waits: its %s is no longer configured", msg.id, what)
+            return None
+        try:
+            rendered = self.composer.compose(
+                campaign_id=msg.campaign_id,
+                step=msg.step,
+                template_id=msg.template,
+                service_id=sid,
+                recipient_key=msg.recipient,
+                fields=msg.fields,
+                to_address=msg.email,
+                send_time=datetime.fromtimestamp(now, UTC),
+            )
+        except RenderError as exc:
+            return _final(msg, "failed", now, str(exc), service=sid)
+        envelope = Envelope(
+            sender=envelope_sender(self.config, campaign, service, sid),
+            recipient=msg.smtp_address,
+            data=rendered.data,
+            domain=msg.domain,
+        )
+        transport = self.transports[sid]
+        # Durably "in flight" before the first SMTP byte: a crash from here on leaves the row
+        # uncertain (never resent on its own); before here it simply goes back to the queue.
+        await self.store.start(msg.id, sid)
+        try:
+            reply = await transport.send(envelope)
+        except ConnectionFailed as exc:
+            opened = self.breakers[sid].failure(self.clock(), str(exc))
+            if opened:
+                log.warning("service %s is failing, skipping it for now: %s", sid, exc)
+            # Not this message's fault: straight back to the queue for another service.
+            await self.store.release([msg.id], next_attempt_at=self.clock())
+            self._wake.set()
+            return None
+        self.breakers[sid].success()
+        done = self.clock()
+        if reply.slow_down:
+            self.limiter.slow_down(sid, msg.domain, done, done + 60.0)
+        return self._outcome(msg, sid, service, reply, rendered.message_id, done)
+
+    def _outcome(
+        self, msg: Claimed, sid: str, service: Service, reply: Reply, message_id: str, now: float
+    ) -> Outcome:
+        if reply.kind == "sent":
+            return Outcome(
+                id=msg.id, status="sent", service=sid, message_id=message_id, at=now,
+                code=reply.code, enhanced=reply.enhanced,
+            )  # fmt: skip
+        if reply.kind == "deferred":
+            return self._temporary(msg, sid, reply.summary(), reply.code, reply.enhanced, service)
+        return Outcome(
+            id=msg.id,
+            status="bounced" if reply.kind == "bounced" else "failed",
+            service=sid,
+            error=reply.summary(),
+            code=reply.code,
+            enhanced=reply.enhanced,
+            at=now,
+            suppress=reply.kind == "bounced",
+            reason="hard bounce" if reply.kind == "bounced" else None,
+        )
+
+    def _temporary(
+        self,
+        msg: Claimed,
+        sid: str,
+        error: str,
+        code: int | None,
+        enhanced: str | None,
+        service: Service | None = None,
+    ) -> Outcome:
+        now = self.clock()
+        policy = (service or self.config.services[sid]).retry
+        first = msg.first_attempt_at or now
+        at = next_retry(policy, attempts=msg.attempts, first_attempt_at=first, now=now)
+        if at is None:
+            return Outcome(
+                id=msg.id, status="failed", service=sid, at=now, code=code, enhanced=enhanced,
+                error=f"gave up after {policy.give_up_after}: {error}",
+            )  # fmt: skip
+        return Outcome(
+            id=msg.id, status="deferred", service=sid, at=now, code=code, enhanced=enhanced,
+            error=error, next_attempt_at=at,
+        )  # fmt: skip
+
+    def _track(self, msg: Claimed, outcome: Outcome) -> None:
+        """Auto-pause a campaign whose messages keep failing permanently (listmonk's OnError)."""
+        run = self.runs[msg.campaign_id]
+        if outcome.status == "sent":
+            run.consecutive_failures = 0
+        elif outcome.status == "failed":
+            run.consecutive_failures += 1
+            run.last_failure = outcome.error or ""
+            if run.consecutive_failures == AUTO_PAUSE_AFTER and self.on_auto_pause is not None:
+                reason = (
+                    f"auto-paused: {AUTO_PAUSE_AFTER} messages in a row failed permanently; "
+                    f"last: {run.last_failure} — fix the cause, then resume"
+                )
+                self.active.discard(msg.campaign_id)
+                self.on_auto_pause(msg.campaign_id, reason)
+
+
+def _final(
+    msg: Claimed, status: str, now: float, reason: str, *, service: str | None = None
+) -> Outcome:
+    return Outcome(id=msg.id, status=status, service=service, at=now, error=reason, reason=reason)
+
+
+def envelope_sender(config: Config, campaign: Campaign, service: Service, sid: str) -> str:
+    """MAIL FROM: the service's return path if it has one, else the From address."""
+    if service.return_path and "{token}" not in service.return_path:
+        return service.return_path
+    return parseaddr(sender_of(config, campaign, sid))[1]

@@ -1,0 +1,340 @@
+"""The daemon: explicit run states, one AsyncExitStack, named tasks, two-stage signals.
+
+starting → running → draining → stopped. The first SIGTERM/SIGINT stops claiming and lets
+in-flight SMTP transactions finish (bounded by ``drain_timeout``); a second one forces the exit.
+SIGHUP reloads the config root.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+from .. import __version__
+from ..compose import Composer
+from ..config.load import LoadResult, load_root, merge_last_good
+from ..config.model import Config
+from ..config.problems import Problem
+from ..config.secrets import resolve_secret
+from ..delivery.limits import Limiter
+from ..delivery.outbox import OutboxTransport
+from ..delivery.smtp import SmtpPool, Transport
+from ..delivery.worker import Dispatcher
+from ..errors import CampaigndError, ConfigError
+from ..queue.store import Store
+from ..web.links import LinkSigner, load_or_create_key
+from .conductor import Conductor
+
+log = logging.getLogger("campaignd")
+
+RunState = Literal["starting", "running", "draining", "stopped"]
+TICK = 2.0  # how often campaign states are advanced when nothing wakes the conductor
+
+
+def state_dir(root: Path) -> Path:
+    """systemd's StateDirectory= if set, else state/ under the config root."""
+    env = os.environ.get("STATE_DIRECTORY")
+    return Path(env.split(":")[0]) if env else root / "state"
+
+
+def database_url(config: Config) -> str:
+    """$CAMPAIGND_DATABASE, else ``database:``. Under systemd the default relative SQLite path
+    ``state/…`` lands in StateDirectory=, since the config root is read-only there."""
+    url = os.environ.get("CAMPAIGND_DATABASE") or config.settings.database
+    env = os.environ.get("STATE_DIRECTORY")
+    prefix = "sqlite:///state/"
+    if env and url.startswith(prefix):
+        return f"sqlite:///{state_dir(config.root) / url[len(prefix) :]}"
+    return url
+
+
+def listen_address(config: Config) -> str:
+    return os.environ.get("CAMPAIGND_LISTEN") or config.settings.http.listen
+
+
+@dataclass
+class Daemon:
+    root: Path
+    run_state: RunState = "starting"
+    config: Config | None = None
+    problems: list[Problem] = field(default_factory=list)
+    loaded_at: float = 0.0
+    started_at: float = field(default_factory=time.time)
+
+    def __post_init__(self) -> None:
+        self.root = self.root.resolve()
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
+        self._stop = asyncio.Event()
+        self._forced = False
+        self._wake = asyncio.Event()
+        self.transports: dict[str, Transport] = {}
+        self.store: Store | None = None
+        self.dispatcher: Dispatcher | None = None
+        self.conductor: Conductor | None = None
+        self.limiter: Limiter | None = None
+        self.token: str | None = None
+        self.api_port: int | None = None
+        self.ready = asyncio.Event()
+
+    # ------------------------------------------------------------ config
+
+    def load(self) -> LoadResult:
+        generation = self.config.generation + 1 if self.config else 1
+        result = load_root(self.root, generation=generation)
+        for p in result.problems:
+            (log.error if p.severity == "error" else log.warning)("%s", p)
+        return result
+
+    def _transports_for(self, config: Config) -> dict[str, Transport]:
+        out: dict[str, Transport] = {}
+        for sid, svc in config.services.items():
+            old = self.transports.get(sid)
+            if old is not None and self.config is not None and self.config.services.get(sid) == svc:
+                out[sid] = old  # unchanged: keep its pooled sessions
+            elif svc.transport == "outbox":
+                out[sid] = OutboxTransport(sid, svc, config.root)
+            else:
+                out[sid] = SmtpPool(sid, svc)
+        return out
+
+    async def reload(self) -> None:
+        """Apply what changed on disk; a broken file keeps its last good version in force."""
+        result = self.load()
+        config = merge_last_good(self.config, result)
+        if result.settings_broken:
+            log.error("campaignd.yaml has errors: keeping the previous settings")
+        old_transports = self.transports
+        self.transports = self._transports_for(config)
+        for sid, t in old_transports.items():
+            if self.transports.get(sid) is not t:
+                # In-flight sessions finish on the old pool; it closes when they are done.
+                asyncio.create_task(t.close(), name=f"close-{sid}")  # noqa: RUF006
+        self.config = config
+        self.problems = result.problems
+        self.loaded_at = time.time()
+        if self.dispatcher:
+            self.dispatcher.composer = Composer(config, self.dispatcher.composer.signer)
+            self.dispatcher.update(config, self.transports)
+        if self.conductor:
+            self.conductor.update(config)
+        log.info(
+            "config generation %d loaded: %d services, %d templates, %d campaigns, %d problems",
+            config.generation,
+            len(config.services),
+            len(config.templates),
+            len(config.campaigns),
+            len(result.errors),
+        )
+        self.poke()
+
+    # ------------------------------------------------------------ control
+
+    def poke(self) -> None:
+        """Something changed (API, reload): advance campaign states now."""
+        self._wake.set()
+
+    def request_stop(self) -> None:
+        if self._stop.is_set():
+            log.warning("second signal: exiting without waiting for in-flight messages")
+            self._forced = True
+            if self.dispatcher:
+                for task in list(self.dispatcher._tasks):
+                    task.cancel()
+            return
+        log.info("stopping: no new messages are claimed; in-flight ones finish")
+        self._stop.set()
+
+    # ------------------------------------------------------------ run
+
+    async def run(self) -> int:
+        result = self.load()
+        if result.settings_broken:
+            log.error("campaignd.yaml is invalid — fix it and start again (see errors above)")
+            return 1
+        config = result.config
+        self.config = config
+        self.problems = result.problems
+        self.loaded_at = time.time()
+        http = config.settings.http
+        token_ref = http.secret_ref("token")
+        if token_ref is not None:
+            with contextlib.suppress(CampaigndError):
+                self.token = resolve_secret(token_ref)
+        listen = listen_address(config)
+        host = listen.rpartition(":")[0].strip("[]")
+        if self.token is None and host not in ("127.0.0.1", "localhost", "::1"):
+            log.error(
+                "http.listen is %s but no API token is set — set %s (or token_file/"
+                "token_credential), or listen on 127.0.0.1",
+                listen,
+                http.token_env or "http.token_env",
+            )
+            return 1
+
+        async with AsyncExitStack() as stack:
+            try:
+                store = await Store.open(
+                    database_url(config),
+                    root=config.root,
+                    day_zone=ZoneInfo(config.settings.timezone),
+                )
+            except Exception as exc:
+                log.error("cannot open the database %s: %s", database_url(config), exc)
+                return 1
+            stack.push_async_callback(store.close)
+            self.store = store
+            recovered = await store.recover(now=time.time(), worker=self.worker_id)
+            if recovered:
+                log.warning(
+                    "%d messages were being sent when the last run died: marked uncertain "
+                    "(not resent; `campaignctl retry CAMPAIGN --uncertain` re-queues them)",
+                    recovered,
+                )
+            sdir = state_dir(config.root)
+            secret = None
+            secret_ref = config.settings.secret_ref("secret")
+            if secret_ref is not None:
+                with contextlib.suppress(CampaigndError):
+                    secret = resolve_secret(secret_ref)
+            signer = LinkSigner(load_or_create_key(sdir, secret))
+
+            self.limiter = Limiter(config)
+            await self._seed_limits(store, config)
+            self.transports = self._transports_for(config)
+            stack.push_async_callback(self._close_transports)
+
+            self.dispatcher = Dispatcher(
+                store=store,
+                config=config,
+                composer=Composer(config, signer),
+                transports=self.transports,
+                limiter=self.limiter,
+                worker_id=self.worker_id,
+                on_auto_pause=self._auto_pause,
+            )
+            self.conductor = Conductor(
+                store, config, on_active=self.dispatcher.set_active, clock=time.time
+            )
+            stack.push_async_callback(self.conductor.close)
+
+            from ..web.api import start_api
+
+            runner, self.api_port = await start_api(self, listen)
+            stack.push_async_callback(runner.cleanup)
+
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.request_stop)
+            loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+            stack.callback(self._remove_signal_handlers, loop)
+
+            dispatch = asyncio.create_task(self.dispatcher.run(), name="dispatcher")
+            ticker = asyncio.create_task(self._tick_loop(), name="conductor")
+            self.run_state = "running"
+            self.ready.set()
+            log.info(
+                "campaignd %s running: config %s, database %s, API http://%s",
+                __version__,
+                config.root,
+                database_url(config).split("@")[-1],
+                listen,
+            )
+            await self._stop.wait()
+
+            self.run_state = "draining"
+            ticker.cancel()
+            timeout = config.settings.drain_timeout.total_seconds()
+            still = await self.dispatcher.drain(0.0 if self._forced else timeout)
+            dispatch.cancel()
+            for task in (ticker, dispatch):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            if still:
+                log.warning(
+                    "%d messages still in flight after %.0fs: left for recovery", still, timeout
+                )
+            await store.release_claims(worker=self.worker_id, now=time.time())
+        self.run_state = "stopped"
+        log.info("campaignd stopped")
+        return 0
+
+    def _remove_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+
+    async def _close_transports(self) -> None:
+        for t in self.transports.values():
+            with contextlib.suppress(Exception):
+                await t.close()
+
+    async def _tick_loop(self) -> None:
+        assert self.conductor is not None and self.store is not None
+        while True:
+            try:
+                await self.conductor.tick()
+                # Another daemon sharing the database may have died mid-send: its rows'
+                # leases run out and they become uncertain, exactly like ours after a crash.
+                lost = await self.store.reclaim_expired(now=time.time())
+                if lost:
+                    log.warning("%d messages of a vanished daemon marked uncertain", lost)
+            except Exception:
+                log.exception("campaign state pass failed; retrying shortly")
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=TICK)
+
+    async def _seed_limits(self, store: Store, config: Config) -> None:
+        """Rebuild the counters that span days, so a restart resets no quota or warm-up day."""
+        assert self.limiter is not None
+        since = time.time() - 86400
+        for sid in config.services:
+            starts = await store.sent_starts(sid, since)
+            first = await store.first_send_day(sid)
+            self.limiter.seed_service(sid, starts, first)
+        for cid in config.campaigns:
+            self.limiter.seed_campaign(cid, await store.campaign_starts(cid, since))
+
+    def _auto_pause(self, campaign_id: str, reason: str) -> None:
+        async def pause() -> None:
+            assert self.store is not None
+            await self.store.set_campaign_state(campaign_id, "paused", reason)
+            log.error("campaign %s %s", campaign_id, reason)
+            self.poke()
+
+        asyncio.create_task(pause(), name=f"auto-pause-{campaign_id}")  # noqa: RUF006
+
+    # ------------------------------------------------------------ used by the API
+
+    async def set_state(self, campaign_id: str, action: str) -> str:
+        """pause / resume / stop, written to the database; idempotent."""
+        assert self.store is not None and self.config is not None
+        row = await self.store.get_campaign(campaign_id)
+        if row is None:
+            raise ConfigError(f"no campaign {campaign_id!r}")
+        if action == "pause":
+            if row.state in ("stopped", "completed", "paused"):
+                return row.state
+            row = await self.store.set_campaign_state(campaign_id, "paused", "paused by operator")
+        elif action == "stop":
+            if row.state in ("stopped", "completed"):
+                return row.state
+            row = await self.store.set_campaign_state(campaign_id, "stopped", "stopped by operator")
+        elif action == "resume":
+            if row.state != "paused":
+                return row.state
+            # Back to sending; the conductor moves it to waiting/completed if nothing is due.
+            row = await self.store.set_campaign_state(campaign_id, "sending", None)
+        if self.dispatcher and action in ("pause", "stop"):
+            self.dispatcher.active.discard(campaign_id)
+        self.poke()
+        return row.state
