@@ -23,6 +23,7 @@ import ipaddress
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -169,6 +170,8 @@ class Received:
     mail_options: list[str]
     tls: bool
     login: str | None
+    mail_at: float = 0.0
+    """When MAIL FROM arrived (time.time()): the start of the SMTP transaction."""
 
 
 @dataclass
@@ -397,6 +400,7 @@ class _Handler:
             return answer
         envelope.mail_from = address
         envelope.mail_options.extend(options)
+        envelope.campaignd_mail_at = time.time()
         return "250 OK"
 
     async def handle_RCPT(
@@ -423,6 +427,7 @@ class _Handler:
             tls=server.transport is not None
             and server.transport.get_extra_info("sslcontext") is not None,
             login=info.login if isinstance(info, _SessionInfo) else None,
+            mail_at=getattr(envelope, "campaignd_mail_at", 0.0),
         )
         with self.owner._lock:
             self.owner.messages.append(received)
