@@ -102,10 +102,9 @@ class Store:
         # SQLite has one writer at a time anyway; queueing here keeps the order fair and keeps
         # busy-waiting out of the driver threads.
         self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
-        self._outcomes: GroupCommit[Outcome] = GroupCommit(self._commit_outcomes)
-        self._starts: GroupCommit[tuple[int, str]] = GroupCommit(
-            self._commit_starts, name="store-starts"
-        )
+        # Starts and outcomes share one writer: a transaction commits the outcomes of the
+        # messages just sent and the starts of the next ones together (half the commits).
+        self._outcomes: GroupCommit[Outcome | tuple[int, str]] = GroupCommit(self._commit_outcomes)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -148,7 +147,6 @@ class Store:
     async def close(self) -> None:
         """Commit outcomes still queued, then release every connection."""
         try:
-            await self._starts.close()
             await self._outcomes.close()
         finally:
             await self.engine.dispose()
@@ -445,11 +443,7 @@ class Store:
         """Mark a claimed row as entering its SMTP transaction; returns once committed (group
         commit, like ``record``). Until then a crash hands the row back instead of making it
         ``uncertain`` — so at most the messages really in flight can be uncertain."""
-        await self._starts.submit([(message, service)])
-
-    async def _commit_starts(self, items: Sequence[tuple[int, str]]) -> None:
-        async with self._tx() as conn:
-            await leases.start(conn, items, now=self.clock())
+        await self._outcomes.submit([(message, service)])
 
     async def record(self, outcomes_: Sequence[Outcome]) -> None:
         """Apply outcomes; returns once they are committed. Concurrent calls share one
@@ -461,9 +455,14 @@ class Store:
         """Group-commit counters: requests, items, transactions, largest."""
         return self._outcomes.stats
 
-    async def _commit_outcomes(self, items: Sequence[Outcome]) -> None:
+    async def _commit_outcomes(self, items: Sequence[Outcome | tuple[int, str]]) -> None:
+        done = [i for i in items if isinstance(i, Outcome)]
+        starts = [i for i in items if not isinstance(i, Outcome)]
         async with self._tx() as conn:
-            await outcomes.apply_outcomes(conn, items, day_zone=self.day_zone)
+            if done:
+                await outcomes.apply_outcomes(conn, done, day_zone=self.day_zone)
+            if starts:
+                await leases.start(conn, starts, now=self.clock())
 
     async def recover(self, *, now: Time, worker: str | None = None) -> int:
         """At start-up: rows a previous process left in ``sending`` become ``uncertain`` (they
