@@ -1,7 +1,9 @@
 """Enrollment: the campaign's audience, read from its files, becomes message rows.
 
 Reading and validating a large list is CPU work, so it runs in a thread and streams batches
-to the store on the event loop. Re-running it is harmless: the store inserts idempotently.
+to the store on the event loop. Re-running it is harmless: the store inserts idempotently, so
+``enroll: continuous`` simply runs it again when a list changes and only new rows get messages.
+``removed_keys`` finds the enrolled recipients a list no longer names.
 """
 
 from __future__ import annotations
@@ -13,10 +15,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
-from .config.model import Config
-from .plan.audience import AudienceReport, Recipient, build_audience
+from .config.model import Config, Filters
+from .plan.audience import (
+    AudienceReport,
+    NoHistory,
+    NoSuppressions,
+    Recipient,
+    build_audience,
+)
 from .planning import required_fields
-from .queue.store import RecipientIn
+from .queue.store import MessageRow, RecipientIn
 from .render import choose_template
 
 log = logging.getLogger("campaignd.enroll")
@@ -45,6 +53,12 @@ class EnrollStore(Protocol):
     async def received_campaigns(
         self, keys: Sequence[str], campaign_ids: Sequence[str]
     ) -> set[str]: ...
+
+
+class EnrolledStore(Protocol):
+    async def messages_page(
+        self, campaign_id: str, *, step: int | None = ..., after: int | None = ..., limit: int = ...
+    ) -> list[MessageRow]: ...
 
 
 class _Bridge:
@@ -140,3 +154,36 @@ async def enroll(
         report.suppressed,
     )
     return EnrollResult(report=report, created=created)
+
+
+async def listed_keys(config: Config, campaign_id: str, *, now: datetime) -> set[str]:
+    """Every valid address the campaign's lists name now, before filters and suppressions.
+
+    "Removed from the list" is measured against this, so a recipient who is merely suppressed
+    or filtered now is not mistaken for one the operator deleted.
+    """
+    campaign = config.campaigns[campaign_id].model_copy(update={"filters": Filters()})
+
+    def work() -> set[str]:
+        audience = build_audience(
+            campaign, config.root, history=NoHistory(), suppressions=NoSuppressions(), now=now
+        )
+        return {r.key for r in audience}
+
+    return await asyncio.to_thread(work)
+
+
+async def removed_keys(
+    store: EnrolledStore, campaign_id: str, edition: int, listed: set[str]
+) -> set[str]:
+    """Recipients enrolled into ``edition`` (they have a step-1 message) whom no list names now."""
+    removed: set[str] = set()
+    after: int | None = None
+    while True:
+        rows = await store.messages_page(campaign_id, step=1, after=after, limit=BATCH)
+        removed.update(
+            r.recipient for r in rows if r.edition == edition and r.recipient not in listed
+        )
+        if len(rows) < BATCH:
+            return removed
+        after = rows[-1].id

@@ -23,7 +23,7 @@ from .plan.audience import (
     Suppressions,
     build_audience,
 )
-from .plan.schedule import PlanResult, ServiceCapacity, simulate
+from .plan.schedule import PlanResult, ServiceCapacity, next_fire, simulate
 from .render import template_fields
 
 
@@ -64,6 +64,17 @@ def service_capacities(config: Config, campaign: Campaign) -> list[ServiceCapaci
         since = svc.warmup.since if svc.warmup else None
         out.append(ServiceCapacity(name=sid, rates=svc.rate, warmup=svc.warmup, warmup_since=since))
     return out
+
+
+def first_send(campaign: Campaign, now: datetime, zone: ZoneInfo) -> datetime:
+    """When the campaign's first message can go: its start (now if that has passed) or, for
+    a recurring campaign, the first firing from then on — as the daemon's clock decides."""
+    start = campaign.start if campaign.start and campaign.start > now else now
+    if campaign.schedule is not None:
+        fire = next_fire(campaign.schedule.cron, start, zone)
+        if fire is not None:
+            return fire
+    return start
 
 
 @dataclass
@@ -124,7 +135,7 @@ def build_plan(
     for recipient in audience:
         by_zone[zone_key(campaign, recipient.timezone, default_zone)] += 1
     report = audience.report
-    start = campaign.start if campaign.start and campaign.start > now else now
+    start = first_send(campaign, now, ZoneInfo(default_zone))
     count = sum(by_zone.values())
     later = [(step.after, count) for step in campaign.steps[1:] if step.after is not None]
     sim = simulate(

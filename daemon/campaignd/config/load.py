@@ -6,8 +6,9 @@ the last good version of an object whose file is broken now (see ``merge_last_go
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -27,6 +28,7 @@ from .model import (
     Settings,
     Template,
     _SecretCheck,
+    as_path,
 )
 from .problems import Problem, problems_from_validation
 from .yamlpos import Located, YamlSyntaxError, parse_yaml
@@ -436,3 +438,75 @@ def merge_last_good(previous: Config | None, result: LoadResult) -> Config:
         templates=merged["template"],
         campaigns=merged["campaign"],
     )
+
+
+# ---------------------------------------------------------------- change detection
+
+FileStamp = tuple[int, int, int]
+"""(mtime in ns, size, inode): a file rewritten in place or replaced by a rename differs."""
+
+
+def file_stamps(paths: Iterable[Path]) -> dict[str, FileStamp]:
+    """The stamp of each path that exists; a missing file is simply absent from the answer."""
+    out: dict[str, FileStamp] = {}
+    for path in paths:
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        out[str(path)] = (st.st_mtime_ns, st.st_size, st.st_ino)
+    return out
+
+
+def config_paths(root: Path, config: Config | None = None) -> list[Path]:
+    """Every file ``load_root`` reads under ``root``: the settings file, each file in the
+    object directories (template bodies included) and body files a template names elsewhere."""
+    root = Path(root).resolve()
+    paths = [root / name for name in SETTINGS_NAMES]
+    for dirname, _ in DIRS.values():
+        directory = root / dirname
+        with contextlib.suppress(OSError):
+            paths.extend(p for p in sorted(directory.iterdir()) if not ignored(p.name))
+    if config is not None:
+        for tpl in config.templates.values():
+            for name in (tpl.text_file, tpl.html_file):
+                if name:
+                    paths.append(as_path(root / DIRS["template"][0], name))
+    return paths
+
+
+def config_stamps(root: Path, config: Config | None = None) -> dict[str, FileStamp]:
+    """What the config root looks like on disk now: compared with the stamps taken before the
+    last load, a difference means a reload is due (the watcher's periodic rescan)."""
+    return file_stamps(config_paths(root, config))
+
+
+def config_changes(old: Config, new: Config) -> str:
+    """One line naming what a reload changed: ``campaigns +launch ~news -old; services ~ses``."""
+    parts: list[str] = []
+    for label, a, b in (
+        ("settings", {"campaignd": old.settings}, {"campaignd": new.settings}),
+        ("services", old.services, new.services),
+        ("templates", old.templates, new.templates),
+        ("campaigns", old.campaigns, new.campaigns),
+    ):
+        marks = [f"+{k}" for k in sorted(set(b) - set(a))]
+        marks += [f"~{k}" for k in sorted(set(a) & set(b)) if a[k] != b[k]]
+        marks += [f"-{k}" for k in sorted(set(a) - set(b))]
+        if marks:
+            parts.append(f"{label} {' '.join(marks)}")
+    return "; ".join(parts) or "no object changed"
+
+
+def restart_needed(old: Settings, new: Settings) -> list[str]:
+    """Settings read once at start that differ: a reload reports them instead of applying."""
+    out = []
+    if old.database != new.database:
+        out.append("database")
+    if old.http.listen != new.http.listen:
+        out.append("http.listen")
+    if old.http.secret_ref("token") != new.http.secret_ref("token"):
+        out.append("http.token")
+    if old.secret_ref("secret") != new.secret_ref("secret"):
+        out.append("secret")
+    return out

@@ -372,6 +372,48 @@ def missed_editions(
     return count, latest
 
 
+CATCH_UP_GRACE = timedelta(minutes=5)
+"""An edition started later than this after its firing was caught up (the daemon was down)."""
+
+
+@dataclass(frozen=True)
+class EditionDue:
+    """A recurring campaign's edition to send now, and what it stands for."""
+
+    fired_at: datetime
+    """The firing it is sent for: the latest one due."""
+    firings: int
+    """Firings since the previous edition (at most ``MISSED_COUNT_LIMIT``)."""
+    caught_up: bool
+    """Sent late or for several firings at once: the daemon was not running at the firing."""
+
+    @property
+    def missed(self) -> int:
+        """Firings that get no edition of their own (one catch-up edition stands for all)."""
+        return self.firings - 1
+
+
+def edition_due(
+    expr: str,
+    zone: ZoneInfo,
+    *,
+    last_fired: datetime | None,
+    since: datetime,
+    now: datetime,
+    grace: timedelta = CATCH_UP_GRACE,
+) -> EditionDue | None:
+    """The edition a cron schedule owes at ``now``, None if none.
+
+    Firings are counted in (``last_fired`` or ``since``, ``now``]; any number of them makes one
+    edition, for the latest — a daemon that was down for three Tuesdays sends one edition, not
+    three.
+    """
+    count, latest = missed_editions(expr, last_fired, since, now, zone)
+    if not count or latest is None:
+        return None
+    return EditionDue(latest, count, caught_up=count > 1 or now - latest > grace)
+
+
 def step_due(previous_sent: datetime, after: timedelta) -> datetime:
     return previous_sent + after
 

@@ -2,7 +2,8 @@
 
 starting → running → draining → stopped. The first SIGTERM/SIGINT stops claiming and lets
 in-flight SMTP transactions finish (bounded by ``drain_timeout``); a second one forces the exit.
-SIGHUP reloads the config root.
+SIGHUP reloads the config root at once; the watcher reloads it when files change (debounced),
+and the clock wakes the conductor when a start, an edition or a drip step falls due.
 """
 
 from __future__ import annotations
@@ -22,7 +23,14 @@ from zoneinfo import ZoneInfo
 
 from .. import __version__
 from ..compose import Composer
-from ..config.load import LoadResult, load_root, merge_last_good
+from ..config.load import (
+    LoadResult,
+    config_changes,
+    config_stamps,
+    load_root,
+    merge_last_good,
+    restart_needed,
+)
 from ..config.model import Config
 from ..config.problems import Problem
 from ..config.secrets import resolve_secret
@@ -33,7 +41,9 @@ from ..delivery.worker import Dispatcher
 from ..errors import CampaigndError, ConfigError
 from ..queue.store import Store
 from ..web.links import LinkSigner, load_or_create_key
-from .conductor import Conductor
+from .clock import Clock
+from .conductor import Conductor, paused_in_file
+from .watcher import Watcher
 
 log = logging.getLogger("campaignd")
 
@@ -85,6 +95,12 @@ class Daemon:
         self.token: str | None = None
         self.api_port: int | None = None
         self.ready = asyncio.Event()
+        self.clock: Clock | None = None
+        self.watcher: Watcher | None = None
+        self.broken: set[str] = set()  # campaign ids whose file has errors now
+        self._reload_lock = asyncio.Lock()
+        self._reload_task: asyncio.Task[None] | None = None
+        self._reload_again = False
 
     # ------------------------------------------------------------ config
 
@@ -107,12 +123,48 @@ class Daemon:
                 out[sid] = SmtpPool(sid, svc)
         return out
 
-    async def reload(self) -> None:
+    def request_reload(self, why: str) -> None:
+        """Reload soon, once: requests while a reload runs make one more reload after it."""
+        if self._reload_task is not None and not self._reload_task.done():
+            self._reload_again = True
+            return
+
+        async def run() -> None:
+            again = True
+            while again:
+                self._reload_again = False
+                try:
+                    await self.reload(why)
+                except Exception:
+                    log.exception("reload failed; the previous config stays in force")
+                again = self._reload_again
+
+        self._reload_task = asyncio.create_task(run(), name="reload")
+
+    async def reload(self, why: str = "requested") -> None:
         """Apply what changed on disk; a broken file keeps its last good version in force."""
+        async with self._reload_lock:
+            await self._reload(why)
+
+    async def _reload(self, why: str) -> None:
+        previous = self.config
+        # Stamped before reading: a file changed while we read differs at the next rescan.
+        stamps = config_stamps(self.root, previous)
         result = self.load()
-        config = merge_last_good(self.config, result)
+        config = merge_last_good(previous, result)
         if result.settings_broken:
-            log.error("campaignd.yaml has errors: keeping the previous settings")
+            log.error("reload: campaignd.yaml has errors: keeping the previous settings")
+        for kind, ids in result.broken.items():
+            for oid in sorted(ids):
+                kept = previous is not None and oid in getattr(previous, f"{kind}s")
+                log.error(
+                    "reload: %s %s has errors: %s",
+                    kind,
+                    oid,
+                    "its last good version stays in force" if kept else "not loaded",
+                )
+        if previous is not None and (restart := restart_needed(previous.settings, config.settings)):
+            log.warning("reload: %s changed — that takes a restart", ", ".join(restart))
         old_transports = self.transports
         self.transports = self._transports_for(config)
         for sid, t in old_transports.items():
@@ -125,17 +177,28 @@ class Daemon:
         if self.dispatcher:
             self.dispatcher.composer = Composer(config, self.dispatcher.composer.signer)
             self.dispatcher.update(config, self.transports)
+        self.broken = set(result.broken["campaign"])
         if self.conductor:
-            self.conductor.update(config)
+            await self.conductor.update(config, self.broken)
+        if self.watcher:
+            self.watcher.loaded(stamps)
+            self.watcher.watch_audience(self._audience_paths(config))
         log.info(
-            "config generation %d loaded: %d services, %d templates, %d campaigns, %d problems",
+            "config generation %d loaded (%s): %s; %d services, %d templates, %d campaigns, "
+            "%d problems",
             config.generation,
+            why,
+            config_changes(previous, config) if previous else "first load",
             len(config.services),
             len(config.templates),
             len(config.campaigns),
             len(result.errors),
         )
         self.poke()
+
+    @staticmethod
+    def _audience_paths(config: Config) -> list[Path]:
+        return [config.path(a) for c in config.campaigns.values() for a in c.audience]
 
     # ------------------------------------------------------------ control
 
@@ -157,6 +220,7 @@ class Daemon:
     # ------------------------------------------------------------ run
 
     async def run(self) -> int:
+        initial_stamps = config_stamps(self.root)
         result = self.load()
         if result.settings_broken:
             log.error("campaignd.yaml is invalid — fix it and start again (see errors above)")
@@ -165,6 +229,7 @@ class Daemon:
         self.config = config
         self.problems = result.problems
         self.loaded_at = time.time()
+        self.broken = set(result.broken["campaign"])
         http = config.settings.http
         token_ref = http.secret_ref("token")
         if token_ref is not None:
@@ -222,10 +287,31 @@ class Daemon:
                 worker_id=self.worker_id,
                 on_auto_pause=self._auto_pause,
             )
+            # The clock only rings alarms; the conductor derives them from config + database
+            # on every pass, so a restart or reload needs no job store of its own.
+            self.clock = Clock(lambda _key: self.poke())
             self.conductor = Conductor(
-                store, config, on_active=self.dispatcher.set_active, clock=time.time
+                store,
+                config,
+                on_active=self.dispatcher.set_active,
+                clock=time.time,
+                on_wakes=self.clock.plan,
+                poke=self.poke,
+                conditions=self.dispatcher.conditions,
             )
+            self.conductor.broken = set(self.broken)
             stack.push_async_callback(self.conductor.close)
+            # Feedback mailboxes, the webhooks' event path and deliverability guards; the
+            # runner follows self.config across reloads on its own (runtime/feedback_runner.py).
+            from .feedback_runner import FeedbackRunner
+
+            self.feedback = FeedbackRunner(
+                store, lambda: self.config, signer=signer, on_pause=self._auto_pause
+            )
+            await self.feedback.start()
+            stack.push_async_callback(self.feedback.close)
+            self.clock.start()
+            stack.callback(self.clock.shutdown)
 
             from ..web.api import start_api
 
@@ -235,8 +321,20 @@ class Daemon:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.request_stop)
-            loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+            loop.add_signal_handler(signal.SIGHUP, self.request_reload, "SIGHUP")
             stack.callback(self._remove_signal_handlers, loop)
+
+            self.watcher = Watcher(
+                config.root,
+                reload=self.request_reload,
+                audience_changed=self.poke,
+                stamps=lambda: config_stamps(self.root, self.config),
+            )
+            self.watcher.loaded(initial_stamps)
+            self.watcher.watch_audience(self._audience_paths(config))
+            await self.watcher.start()
+            stack.push_async_callback(self.watcher.stop)
+            stack.push_async_callback(self._finish_reload)  # runs first: LIFO
 
             dispatch = asyncio.create_task(self.dispatcher.run(), name="dispatcher")
             ticker = asyncio.create_task(self._tick_loop(), name="conductor")
@@ -256,9 +354,10 @@ class Daemon:
             timeout = config.settings.drain_timeout.total_seconds()
             still = await self.dispatcher.drain(0.0 if self._forced else timeout)
             dispatch.cancel()
-            for task in (ticker, dispatch):
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            # Bounded: a cancellation swallowed deep inside a driver must not hang the exit.
+            _, stuck = await asyncio.wait({ticker, dispatch}, timeout=10.0)
+            for task in stuck:
+                log.warning("task %s did not stop in time; leaving it", task.get_name())
             if still:
                 log.warning(
                     "%d messages still in flight after %.0fs: left for recovery", still, timeout
@@ -267,6 +366,12 @@ class Daemon:
         self.run_state = "stopped"
         log.info("campaignd stopped")
         return 0
+
+    async def _finish_reload(self) -> None:
+        task = self._reload_task
+        if task is not None and not task.done():
+            with contextlib.suppress(Exception):
+                await task
 
     def _remove_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -279,7 +384,10 @@ class Daemon:
 
     async def _tick_loop(self) -> None:
         assert self.conductor is not None and self.store is not None
-        while True:
+        while self.run_state in ("starting", "running"):
+            # Cleared before the pass, so a poke that arrives during it (an alarm, a reload)
+            # makes another pass instead of being lost.
+            self._wake.clear()
             try:
                 await self.conductor.tick()
                 # Another daemon sharing the database may have died mid-send: its rows'
@@ -289,7 +397,6 @@ class Daemon:
                     log.warning("%d messages of a vanished daemon marked uncertain", lost)
             except Exception:
                 log.exception("campaign state pass failed; retrying shortly")
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=TICK)
 
@@ -332,6 +439,11 @@ class Daemon:
         elif action == "resume":
             if row.state != "paused":
                 return row.state
+            if row.reason == paused_in_file(campaign_id):
+                raise ConfigError(
+                    f"campaign {campaign_id!r} has paused: true in campaigns.d/"
+                    f"{campaign_id}.yaml — set paused: false there (the file decides)"
+                )
             # Back to sending; the conductor moves it to waiting/completed if nothing is due.
             row = await self.store.set_campaign_state(campaign_id, "sending", None)
         if self.dispatcher and action in ("pause", "stop"):
