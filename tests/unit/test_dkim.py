@@ -5,12 +5,14 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Callable
+from pathlib import Path
 
 import dkim
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+from campaignd.config.model import Config
 from campaignd.delivery.dkim import DkimSigner
 
 RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -233,3 +235,48 @@ def test_messages_that_cannot_be_signed() -> None:
         signer.sign(b"To: a@x.example\r\nSubject: hi\r\n\r\nbody\r\n")
     with pytest.raises(ValueError, match="malformed"):
         signer.sign(b"From: a@acme.example\r\nthis is not a header\r\n\r\nbody\r\n")
+
+
+# ---------------------------------------------------------------- signer_for: once per generation
+
+
+def _config(tmp_path: Path, key_file: Path, generation: int = 1) -> Config:
+    from campaignd.config.model import Config, Service
+
+    service = Service.model_validate(
+        {
+            "from": "Acme <outreach@acme.example>",
+            "dkim": {
+                "domain": "acme.example",
+                "selector": "s2026",
+                "private_key_file": str(key_file),
+            },
+        }
+    )
+    return Config(root=tmp_path, services={"relay": service}, generation=generation)
+
+
+def test_signer_for_reads_the_key_once_per_generation(tmp_path: Path) -> None:
+    from campaignd.delivery.dkim import signer_for
+
+    key_file = tmp_path / "dkim.pem"
+    key_file.write_bytes(pem(RSA_KEY))
+    first = signer_for(_config(tmp_path, key_file), "relay")
+    assert first is not None and dkim.verify(first.sign(MESSAGE), dnsfunc=RSA_DNS)
+    key_file.write_text("garbage")  # changed on disk: the generation's key stays in use
+    assert signer_for(_config(tmp_path, key_file), "relay") is first
+    with pytest.raises(ValueError, match=r"services.d/relay.yaml: dkim: .*not a PEM private key"):
+        signer_for(_config(tmp_path, key_file, generation=2), "relay")
+    key_file.unlink()  # the failure is remembered for the generation, not retried per message
+    with pytest.raises(ValueError, match="not a PEM private key"):
+        signer_for(_config(tmp_path, key_file, generation=2), "relay")
+    with pytest.raises(ValueError, match="cannot read"):
+        signer_for(_config(tmp_path, key_file, generation=3), "relay")
+
+
+def test_signer_for_a_service_without_dkim(tmp_path: Path) -> None:
+    from campaignd.config.model import Config, Service
+    from campaignd.delivery.dkim import signer_for
+
+    config = Config(root=tmp_path, services={"plain": Service.model_validate({"from": "a@b.c"})})
+    assert signer_for(config, "plain") is None

@@ -17,14 +17,19 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Final, Literal, cast
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final, Literal, cast
 
 import dkim
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-__all__ = ["SIGNED_HEADERS", "Algorithm", "DkimSigner"]
+if TYPE_CHECKING:
+    from ..config.model import Config, Dkim
+
+__all__ = ["SIGNED_HEADERS", "Algorithm", "DkimSigner", "signer_for"]
 
 Algorithm = Literal["rsa-sha256", "ed25519-sha256"]
 
@@ -173,3 +178,53 @@ def _raw_ed25519(data: bytes, where: str) -> tuple[bytes, bytes]:
 def _ed25519_public(seed: bytes) -> bytes:
     key = ed25519.Ed25519PrivateKey.from_private_bytes(seed)
     return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+# ---------------------------------------------------------------- per config generation
+
+
+@dataclass(frozen=True, slots=True)
+class _Loaded:
+    generation: int
+    spec: Dkim
+    signer: DkimSigner | None
+    error: str | None
+
+
+_LOADED: dict[tuple[str, str], _Loaded] = {}
+_LOCK = threading.Lock()
+
+
+def signer_for(config: Config, service_id: str) -> DkimSigner | None:
+    """The signer of a service with ``dkim:``, its key resolved once per config generation.
+
+    None when the service does not sign. A key that cannot be read or used raises
+    ``ValueError`` (``SecretError`` is one) with the operator's fix — the same error until the
+    next generation, so a broken key file is read once, not once per message; fixing it takes
+    a reload (SIGHUP, or any change to the config root).
+    """
+    from ..config.secrets import resolve_secret
+
+    service = config.services[service_id]
+    spec = service.dkim
+    if spec is None:
+        return None
+    cache_key = (str(config.root), service_id)
+    with _LOCK:
+        found = _LOADED.get(cache_key)
+        if found is None or found.generation != config.generation or found.spec != spec:
+            signer: DkimSigner | None = None
+            error: str | None = None
+            ref = spec.secret_ref("private_key")
+            try:
+                if ref is None:  # the model forbids it; kept for a clear message
+                    raise ValueError("dkim has no private_key_file/_credential/_env")
+                pem = resolve_secret(ref).encode("utf-8")
+                signer = DkimSigner(spec.domain, spec.selector, pem, spec.algorithm)
+            except ValueError as exc:
+                error = f"services.d/{service_id}.yaml: dkim: {exc}"
+            found = _Loaded(config.generation, spec, signer, error)
+            _LOADED[cache_key] = found
+    if found.signer is None:
+        raise ValueError(found.error or f"services.d/{service_id}.yaml: dkim key unusable")
+    return found.signer

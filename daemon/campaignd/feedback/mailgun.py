@@ -17,7 +17,7 @@ from typing import Any, Final
 from .dsn import status_code
 from .esp import BadPayload, BadSignature, EventBuilder, bare_message_id, parse_time, text
 from .event import FeedbackEvent, Kind
-from .verp import VerpCodec
+from .verp import VerpDecoder
 
 __all__ = ["MAX_SKEW", "mailgun_events", "verify_mailgun"]
 
@@ -48,7 +48,7 @@ def mailgun_events(
     *,
     signing_key: str,
     now: datetime,
-    verp: VerpCodec | None = None,
+    verp: VerpDecoder | None = None,
 ) -> list[FeedbackEvent]:
     verify_mailgun(payload.get("signature"), signing_key=signing_key, now=now)
     data = payload.get("event-data")

@@ -22,6 +22,8 @@ from .mailparse import address_of, body_text, header
 __all__ = ["ProseBounce", "looks_like_bounce", "scan_prose_bounce", "sounds_temporary"]
 
 log = logging.getLogger(__name__)
+# flufl.bounce logs every detector it runs at INFO: one line per detector per mail.
+logging.getLogger("flufl.bounce").setLevel(logging.WARNING)
 
 _DAEMON_SENDERS: Final = frozenset(
     {"mailer-daemon", "mailer_daemon", "mail-daemon", "maildaemon", "postmaster", "mail.daemon"}

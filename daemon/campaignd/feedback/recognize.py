@@ -42,7 +42,7 @@ from .mailparse import (
 )
 from .nonstandard import diagnostic, looks_like_bounce, scan_prose_bounce, sounds_temporary
 from .reports import ORIGINAL_TYPES, original_headers
-from .verp import VerpCodec
+from .verp import VerpDecoder
 
 __all__ = ["recognize", "referenced_ids"]
 
@@ -101,7 +101,7 @@ class _Spec:
 
 
 def recognize(
-    raw: bytes, *, source: str, now: datetime, verp: VerpCodec | None
+    raw: bytes, *, source: str, now: datetime, verp: VerpDecoder | None
 ) -> list[FeedbackEvent]:
     """Classify one received mail; at least one event, ``unmatched`` when nothing fits."""
     msg = parse_mail(raw)
@@ -137,7 +137,7 @@ def recognize(
     )
 
 
-def _complaint(mail: _Mail, verp: VerpCodec | None) -> list[_Spec]:
+def _complaint(mail: _Mail, verp: VerpDecoder | None) -> list[_Spec]:
     arf = parse_arf(mail.msg)
     if arf is None:
         return []
@@ -151,7 +151,7 @@ def _complaint(mail: _Mail, verp: VerpCodec | None) -> list[_Spec]:
     return [_Spec("complained", arf.recipient, arf.original_message_id, ref, detail)]
 
 
-def _dsn_bounces(mail: _Mail, dsn: DsnReport | None, verp: VerpCodec | None) -> list[_Spec]:
+def _dsn_bounces(mail: _Mail, dsn: DsnReport | None, verp: VerpDecoder | None) -> list[_Spec]:
     if dsn is None or not dsn.recipients:
         return []
     ref = mail.verp_ref
@@ -237,7 +237,7 @@ def _sender(msg: Message) -> str | None:
     return address_of(header(msg, "From"))
 
 
-def _verp_ref(verp: VerpCodec | None, values: list[str] | tuple[str, ...]) -> int | None:
+def _verp_ref(verp: VerpDecoder | None, values: list[str] | tuple[str, ...]) -> int | None:
     if verp is None:
         return None
     for _, addr in getaddresses(list(values)):

@@ -37,7 +37,7 @@ from .esp import (
     text,
 )
 from .event import FeedbackEvent
-from .verp import VerpCodec
+from .verp import VerpDecoder
 
 __all__ = ["ConfirmSubscription", "check_sns_url", "ses_events", "verify_sns"]
 
@@ -131,7 +131,7 @@ def ses_events(
     *,
     topic_arn: str | None,
     now: datetime,
-    verp: VerpCodec | None = None,
+    verp: VerpDecoder | None = None,
 ) -> list[FeedbackEvent] | ConfirmSubscription:
     """Verify one SNS POST and map it; ``topic_arn`` (from ``webhooks.ses``) pins the topic."""
     verify_sns(message, fetch_cert, now=now)
@@ -156,7 +156,7 @@ def ses_events(
 
 
 def _map_ses(
-    payload: Mapping[str, Any], event_id: str, default_at: datetime, verp: VerpCodec | None
+    payload: Mapping[str, Any], event_id: str, default_at: datetime, verp: VerpDecoder | None
 ) -> list[FeedbackEvent]:
     kind = text(payload, "eventType") or text(payload, "notificationType") or ""
     mail = _dict(payload.get("mail"))

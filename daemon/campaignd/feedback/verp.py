@@ -19,9 +19,14 @@ import binascii
 import hashlib
 import hmac
 import re
-from typing import Final
+from collections.abc import Iterable
+from functools import lru_cache
+from typing import TYPE_CHECKING, Final, Protocol
 
-__all__ = ["VerpCodec"]
+if TYPE_CHECKING:
+    from ..web.links import LinkSigner
+
+__all__ = ["MultiVerp", "VerpCodec", "VerpDecoder", "codec_for", "decoder_for", "signing_key"]
 
 TAG_BYTES: Final = 10  # 80 bits: forging one bounce is out of reach; keeps local parts short
 MAX_ROW_BYTES: Final = 8  # row ids are 64-bit database keys
@@ -103,3 +108,55 @@ def _row_bytes(value: int) -> bytes:
     if value.bit_length() > MAX_ROW_BYTES * 8:
         raise ValueError(f"{value} is too large for a message row id")
     return value.to_bytes(max(1, (value.bit_length() + 7) // 8), "big")
+
+
+class VerpDecoder(Protocol):
+    """What reading feedback needs: an address in, our message row id (or None) out."""
+
+    def decode(self, address: str) -> int | None: ...
+
+
+class MultiVerp:
+    """Every ``return_path`` pattern in use at once: services may each have their own."""
+
+    def __init__(self, codecs: Iterable[VerpCodec]) -> None:
+        self.codecs = tuple(codecs)
+
+    def decode(self, address: str) -> int | None:
+        for codec in self.codecs:
+            found = codec.decode(address)
+            if found is not None:
+                return found
+        return None
+
+
+@lru_cache(maxsize=64)
+def codec_for(key: bytes, pattern: str) -> VerpCodec:
+    """The codec of one pattern, built once: the send path asks for it per message."""
+    return VerpCodec(key, pattern)
+
+
+def decoder_for(key: bytes, patterns: Iterable[str]) -> MultiVerp | None:
+    """A decoder for the VERP patterns of the configured services; None when none uses VERP.
+
+    Patterns that are not valid VERP patterns (no ``{token}``) are skipped: such a service uses
+    a fixed return path, which names no message.
+    """
+    codecs = []
+    for pattern in sorted(set(patterns)):
+        if "{token}" not in pattern:
+            continue
+        try:
+            codecs.append(codec_for(key, pattern))
+        except ValueError:
+            continue  # validate reports it; the send path falls back to the From address
+    return MultiVerp(codecs) if codecs else None
+
+
+def signing_key(signer: LinkSigner) -> bytes:
+    """The link-signing key, which VERP tokens share (with their own purpose in the MAC).
+
+    One key to keep and rotate; the LinkSigner does not expose it because nothing else should
+    sign with it.
+    """
+    return signer._key

@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..errors import StoreError
-from . import history, leases, outcomes, reports
+from . import feedback, history, leases, outcomes, reports
 from .batcher import BatchStats, GroupCommit
 from .database import WRITE_OPTION, create_engine, display, insert, normalize_url, upgrade
 from .history import HistorySnapshot, epoch, normalize_key
@@ -804,6 +804,23 @@ class Store:
     async def sent_on_day(self, service: str, day: date) -> int:
         async with self._read() as conn:
             return await history.sent_on_day(conn, service, day)
+
+    # ------------------------------------------------------------ feedback (events.py, guards)
+
+    async def latest_sent_to(self, recipient: str, *, since: Time) -> MessageRow | None:
+        """The newest message sent or bounced to ``recipient`` since ``since``, or None."""
+        async with self._read() as conn:
+            return await feedback.latest_sent_to(conn, recipient, epoch(since))
+
+    async def guard_counts(self, campaign_id: str) -> feedback.GuardCounts:
+        """Sample, bounced and complained messages of the campaign, for its guard."""
+        async with self._read() as conn:
+            return await feedback.guard_counts(conn, campaign_id)
+
+    async def unlinked_event_counts(self) -> dict[str, int]:
+        """Events naming no message, by kind: ``unmatched`` feedback, ``auto_reply``, …"""
+        async with self._read() as conn:
+            return await feedback.unlinked_event_counts(conn)
 
 
 def _process_alive(worker: str) -> bool:

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import re
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -115,3 +116,45 @@ def test_bad_configuration_is_explained(key: bytes, pattern: str, message: str) 
 def test_refuses_non_row_ids(row: object) -> None:
     with pytest.raises(ValueError):
         CODEC.address(row)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- several patterns, the send path
+
+
+def test_decoder_for_reads_every_configured_pattern() -> None:
+    from campaignd.feedback.verp import decoder_for
+
+    key = b"k"
+    decoder = decoder_for(
+        key, ["bounces+{token}@a.example", "rp-{token}@b.example", "fixed@c.example", ""]
+    )
+    assert decoder is not None and len(decoder.codecs) == 2
+    assert decoder.decode(VerpCodec(key, "rp-{token}@b.example").address(42)) == 42
+    assert decoder.decode(VerpCodec(key, "bounces+{token}@a.example").address(7)) == 7
+    assert decoder.decode(VerpCodec(b"other", "bounces+{token}@a.example").address(7)) is None
+    assert decoder_for(key, ["fixed@c.example"]) is None
+
+
+def test_the_envelope_sender_of_a_message() -> None:
+    from campaignd.config.model import Campaign, Config, Service
+    from campaignd.delivery.worker import envelope_sender
+    from campaignd.web.links import LinkSigner
+
+    def sender(return_path: str | None, **kw: object) -> str:
+        service = Service.model_validate({"from": "Acme <news@acme.example>",
+                                          "return_path": return_path})  # fmt: skip
+        campaign = Campaign.model_validate(
+            {"audience": "x.csv", "services": "relay", "template": "t"}
+        )
+        config = Config(root=Path("."), services={"relay": service}, campaigns={"c": campaign})
+        return envelope_sender(config, campaign, service, "relay", **kw)  # type: ignore[arg-type]
+
+    signer = LinkSigner(b"link-key")
+    verp = sender("bounces+{token}@mail.acme.example", message=4711, signer=signer)
+    assert VerpCodec(b"link-key", "bounces+{token}@mail.acme.example").decode(verp) == 4711
+    assert (
+        sender("bounces@mail.acme.example", message=1, signer=signer) == "bounces@mail.acme.example"
+    )
+    assert sender(None, message=1, signer=signer) == "news@acme.example"
+    # Without the row (a test send) a VERP pattern falls back to the From address.
+    assert sender("bounces+{token}@mail.acme.example") == "news@acme.example"
