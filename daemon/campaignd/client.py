@@ -6,9 +6,10 @@ import json
 import os
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from .config.load import load_root
 from .config.secrets import resolve_secret
@@ -42,16 +43,38 @@ class ApiClient:
         return cls(base.rstrip("/"), token)
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
+        """JSON in, JSON out. A POST always sends a JSON body (``{}`` if none): the daemon
+        refuses state changes that look like a cross-site form post."""
+        if body is None and method in ("POST", "PUT", "PATCH"):
+            body = {}
         data = None if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"} if data is not None else {}
+        with self._open(method, path, data, headers) as resp:
+            return json.loads(resp.read() or b"null")
+
+    def upload(self, path: str, stream: IO[bytes], size: int, content_type: str) -> Any:
+        """POST a file as the body, read from ``stream`` as it is sent (never whole in memory)."""
+        headers = {"Content-Type": content_type, "Content-Length": str(size)}
+        with self._open("POST", path, stream, headers) as resp:
+            return json.loads(resp.read() or b"null")
+
+    def download(self, path: str, chunk: int = 1 << 16) -> Iterator[bytes]:
+        """GET ``path`` and yield its body in chunks (CSV logs of any size)."""
+        with self._open("GET", path, None, {}) as resp:
+            while block := resp.read(chunk):
+                yield block
+
+    def _open(
+        self, method: str, path: str, data: bytes | IO[bytes] | None, headers: dict[str, str]
+    ) -> Any:
         req = urllib.request.Request(self.base + path, data=data, method=method)  # noqa: S310
         req.add_header("Accept", "application/json")
-        if data is not None:
-            req.add_header("Content-Type", "application/json")
+        for name, value in headers.items():
+            req.add_header(name, value)
         if self.token:
             req.add_header("Authorization", f"Bearer {self.token}")
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310
-                return json.loads(resp.read() or b"null")
+            return urllib.request.urlopen(req, timeout=self.timeout)  # noqa: S310
         except urllib.error.HTTPError as exc:
             try:
                 message = json.loads(exc.read()).get("error", exc.reason)

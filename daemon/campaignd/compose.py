@@ -2,6 +2,10 @@
 
 Prepared templates are cached per (campaign, step, template) and config generation, so the
 constant parts of a message are built once, not per recipient.
+
+Tracking (``track: {opens, clicks}``) signs the message's Message-ID into its pixel and click
+tokens: the Message-ID is made here, is recorded with the ``sent`` outcome, and is how the
+``/o/`` and ``/c/`` handlers find the message again (as replies do).
 """
 
 from __future__ import annotations
@@ -16,10 +20,15 @@ from .render import (
     PreparedTemplate,
     RenderContext,
     RenderedMessage,
+    Tracking,
     choose_template,
     make_message_id,
 )
-from .web.links import LinkSigner, unsubscribe_url
+from .web.links import LinkSigner, MessageRef, click_url, open_url, unsubscribe_url
+
+# A click token carries its URL and must stay under links.MAX_TOKEN characters once encoded;
+# longer targets (rare: tracking-laden URLs of other systems) are left as direct links.
+MAX_TRACKED_URL = 4000
 
 
 def sender_of(config: Config, campaign: Campaign, service_id: str) -> str:
@@ -90,4 +99,29 @@ class Composer:
             message_id=message_id,
             send_time=send_time,
             unsubscribe_url=unsub,
+            tracking=self.tracking(campaign_id, message_id, keep=(unsub,)),
+        )
+
+    def tracking(
+        self, campaign_id: str, message: MessageRef, *, keep: tuple[str, ...] = ()
+    ) -> Tracking | None:
+        """The campaign's open pixel and click redirects for one message, if it tracks any."""
+        track = self.config.campaigns[campaign_id].track
+        if not (track.opens or track.clicks):
+            return None
+        base = base_url(self.config)
+        signer = self.signer
+
+        def click(url: str) -> str | None:
+            if len(url) > MAX_TRACKED_URL:
+                return None
+            try:
+                return click_url(base, signer.click_token(message, url))
+            except ValueError:  # mailto:, tel:, #anchors, relative links: not web targets
+                return None
+
+        return Tracking(
+            click=click if track.clicks else None,
+            pixel_url=open_url(base, signer.open_token(message)) if track.opens else None,
+            keep=frozenset(keep),
         )

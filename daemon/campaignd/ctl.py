@@ -253,7 +253,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     for p in data["load_errors"]:
         out.print(f"  [yellow]{p['file']}:{p['line']}: {p['message']}[/yellow]", markup=True)
     st = Table("service", "host", "rate", "breaker")
-    for s in data["services"]:
+    for s in data["services"].values():
         br = s.get("breaker") or {}
         state = br.get("state", "?")
         if br.get("reason"):
@@ -308,20 +308,42 @@ command("resume", "resume a paused campaign")(_campaign_arg)
 command("stop", "stop a campaign for good (a pause that cannot be resumed)")(_campaign_arg)
 
 
-def cmd_log(args: argparse.Namespace) -> int:
-    from urllib.parse import urlencode
+def _log_query(args: argparse.Namespace) -> dict[str, str]:
+    query: dict[str, str] = {}
+    for name in ("status", "step", "template", "service", "recipient"):
+        value = getattr(args, name, None)
+        if value is not None:
+            query[name] = str(value)
+    return query
 
-    query: dict[str, str] = {"limit": "1000"}
-    if args.status:
-        query["status"] = args.status
+
+def cmd_log(args: argparse.Namespace) -> int:
+    from urllib.parse import quote, urlencode
+
+    from .client import ApiClient
+    from .errors import ApiError
+
+    campaign = quote(args.campaign, safe="")
+    query = _log_query(args)
+    if args.csv:
+        # The daemon streams the CSV (formula cells neutralised); we pass it through as it comes.
+        client = ApiClient.from_config(config_root(args), url=args.api)
+        path = f"/api/campaigns/{campaign}/log.csv" + (f"?{urlencode(query)}" if query else "")
+        try:
+            for block in client.download(path):
+                sys.stdout.buffer.write(block)
+            sys.stdout.buffer.flush()
+        except ApiError as exc:
+            err.print(f"error: {exc}")
+            return 1
+        return 0
+    query["limit"] = str(min(max(args.limit, 1), 1000))
     rows: list[dict[str, Any]] = []
     after: int | None = None
     while len(rows) < args.limit:
         if after is not None:
             query["after"] = str(after)
-        page = _api_or_fail(
-            args, "GET", f"/api/campaigns/{args.campaign}/messages?{urlencode(query)}"
-        )
+        page = _api_or_fail(args, "GET", f"/api/campaigns/{campaign}/messages?{urlencode(query)}")
         rows.extend(page["messages"])
         after = page.get("next_after")
         if after is None:
@@ -329,16 +351,6 @@ def cmd_log(args: argparse.Namespace) -> int:
     rows = rows[: args.limit]
     if args.json:
         print(json.dumps(rows, indent=2))
-        return 0
-    if args.csv:
-        import csv
-
-        writer = csv.writer(sys.stdout)
-        cols = ["id", "recipient", "step", "template", "service", "status", "attempts",
-                "last_error", "updated_at", "sent_at"]  # fmt: skip
-        writer.writerow(cols)
-        for r in rows:
-            writer.writerow([r.get(c, "") for c in cols])
         return 0
     t = Table("id", "recipient", "step", "template", "service", "status", "attempts", "last error")
     for r in rows:
@@ -348,6 +360,8 @@ def cmd_log(args: argparse.Namespace) -> int:
             r.get("last_error") or "",
         )  # fmt: skip
     out.print(t)
+    if len(rows) == args.limit and after is not None:
+        err.print(f"(first {args.limit} shown: --limit N for more, --csv for all)")
     return 0
 
 
@@ -355,9 +369,27 @@ def cmd_log(args: argparse.Namespace) -> int:
 def _log_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("campaign")
     p.add_argument("--status", help="only this status (e.g. failed)")
-    p.add_argument("--limit", type=int, default=1000)
-    p.add_argument("--csv", action="store_true")
+    p.add_argument("--step", type=int, help="only this drip step (1-based)")
+    p.add_argument("--template", help="only this template (A/B variant)")
+    p.add_argument("--service", help="only messages sent through this service")
+    p.add_argument("--recipient", metavar="EMAIL", help="only this recipient")
+    p.add_argument("--limit", type=int, default=1000, help="rows in the table (default 1000)")
+    p.add_argument("--csv", action="store_true", help="every matching message as CSV on stdout")
     _add_api_args(p)
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    from urllib.parse import quote
+
+    data = _api_or_fail(args, "DELETE", f"/api/campaigns/{quote(args.campaign, safe='')}")
+    out.print(f"{data['id']}: deleted the records of {data['deleted']} messages")
+    return 0
+
+
+@command("delete", "delete a stopped or finished campaign's records (suppressions stay)")
+def _delete_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("campaign")
+    _add_api_args(p, json_flag=False)
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
@@ -378,6 +410,103 @@ def _retry_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--failed", action="store_true")
     p.add_argument("--uncertain", action="store_true")
     _add_api_args(p, json_flag=False)
+
+
+# ------------------------------------------------------------------ suppressions
+
+
+def cmd_suppress(args: argparse.Namespace) -> int:
+    from urllib.parse import quote, urlencode
+
+    from .client import ApiClient
+    from .errors import ApiError
+
+    action = args.suppress_action
+    if action == "add":
+        body: dict[str, Any] = {"addresses": args.addresses}
+        if args.reason:
+            body["reason"] = args.reason
+        data = _api_or_fail(args, "POST", "/api/suppressions", body)
+        out.print(f"added {data['added']}, already suppressed {data['already']}")
+        return 0
+    if action == "remove":
+        missing = 0
+        for address in args.addresses:
+            data = _api_or_fail(args, "DELETE", f"/api/suppressions/{quote(address, safe='@')}")
+            if not data["removed"]:
+                missing += 1
+                err.print(f"{address} was not on the suppression list")
+        out.print(f"removed {len(args.addresses) - missing}")
+        return 0
+    client = ApiClient.from_config(config_root(args), url=args.api)
+    try:
+        if action == "import":
+            path = Path(args.file)
+            if not path.is_file():
+                err.print(f"error: {path}: no such file")
+                return 1
+            query = f"?{urlencode({'reason': args.reason})}" if args.reason else ""
+            with path.open("rb") as fh:
+                data = client.upload(
+                    f"/api/suppressions/import{query}", fh, path.stat().st_size, "text/csv"
+                )
+            out.print(
+                f"read {data['read']} addresses: {data['added']} added, "
+                f"{data['read'] - data['added'] - data['invalid']} already suppressed, "
+                f"{data['invalid']} invalid"
+            )
+            for sample in data.get("invalid_samples", []):
+                err.print(f"  invalid {sample}")
+            return 0
+        if action == "export":
+            for block in client.download("/api/suppressions.csv"):
+                sys.stdout.buffer.write(block)
+            sys.stdout.buffer.flush()
+            return 0
+        # list
+        rows: list[dict[str, Any]] = []
+        after: str | None = None
+        while len(rows) < args.limit:
+            q = {"limit": str(min(max(args.limit, 1), 10000))}
+            if after is not None:
+                q["after"] = after
+            page = client.call("GET", f"/api/suppressions?{urlencode(q)}")
+            rows.extend(page["suppressions"])
+            after = page.get("next_after")
+            if after is None:
+                break
+    except ApiError as exc:
+        err.print(f"error: {exc}")
+        return 1
+    rows = rows[: args.limit]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    t = Table("address", "reason", "source", "campaign", "since")
+    for r in rows:
+        t.add_row(r["key"], r["reason"], r["source"], r.get("campaign_id") or "", r["created_at"])
+    out.print(t)
+    return 0
+
+
+@command("suppress", "the global suppression list: add, remove, list, import, export")
+def _suppress_args(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="suppress_action", required=True, metavar="ACTION")
+    add = sub.add_parser("add", help="suppress addresses")
+    add.add_argument("addresses", nargs="+", metavar="EMAIL")
+    add.add_argument("--reason", help='kept with each address (default "added by operator")')
+    remove = sub.add_parser("remove", help="lift the suppression of addresses")
+    remove.add_argument("addresses", nargs="+", metavar="EMAIL")
+    listing = sub.add_parser("list", help="the list, in address order")
+    listing.add_argument("--limit", type=int, default=1000)
+    listing.add_argument("--json", action="store_true")
+    imp = sub.add_parser("import", help="a CSV with an email column, or one address a line")
+    imp.add_argument("file")
+    imp.add_argument("--reason", help='kept with each address (default "imported")')
+    export = sub.add_parser("export", help="the whole list as CSV on stdout")
+    for sp in (add, remove, listing, imp, export):
+        sp.add_argument("--api", metavar="URL", help="daemon API base URL")
+        sp.add_argument("--config", metavar="ROOT", default=argparse.SUPPRESS, help="config root")
 
 
 # ------------------------------------------------------------------ services and the sink
@@ -415,6 +544,11 @@ def cmd_sink(args: argparse.Namespace) -> int:
 def _sink_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--listen", default="127.0.0.1:2525")
     p.add_argument("--maildir", metavar="DIR", help="also store every message in this Maildir")
+
+
+from .ctl_lint import add_lint_args, cmd_lint  # noqa: E402, F401 - cmd_lint: see command()
+
+command("lint", "deliverability checks: alignment, unsubscribe headers, --dns")(add_lint_args)
 
 
 # ------------------------------------------------------------------ main

@@ -22,14 +22,16 @@ import binascii
 import email
 import email.policy
 import hashlib
+import html as htmllib
 import re
 import secrets
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime
 from functools import lru_cache
+from html.parser import HTMLParser
 from typing import Any, Final
 
 import idna
@@ -48,11 +50,13 @@ __all__ = [
     "RenderContext",
     "RenderedMessage",
     "TemplateProblem",
+    "Tracking",
     "check_template",
     "choose_template",
     "legacy_to_jinja",
     "make_message_id",
     "template_fields",
+    "track_html",
 ]
 
 MAX_PART_BYTES: Final = 1 << 20
@@ -434,6 +438,105 @@ def _body(text: str, boundary: bytes | None) -> tuple[bytes, bytes]:
     return b"quoted-printable", qp.replace(b"\n", b"\r\n")
 
 
+# ---------------------------------------------------------------- tracking
+
+
+@dataclass(frozen=True)
+class Tracking:
+    """Open / click tracking of one message's HTML part (SPEC §3 ``track``).
+
+    ``click`` maps a link's target to its signed redirect, or None to leave that link as it is
+    (the signer refuses it, or it is too long for a token); ``pixel_url`` is the open pixel.
+    ``keep`` lists targets never rewritten — the unsubscribe link must stay a direct link.
+    """
+
+    click: Callable[[str], str | None] | None = None
+    pixel_url: str | None = None
+    keep: Collection[str] = ()
+
+
+class _LinkFinder(HTMLParser):
+    """Start tags of links (``<a href>``, ``<area href>``) with their line and column."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.found: list[tuple[int, int, str]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in ("a", "area") and any(name == "href" for name, _ in attrs):
+            text = self.get_starttag_text()
+            if text:
+                line, col = self.getpos()
+                self.found.append((line, col, text))
+
+
+# One attribute of a start tag: name, then an optional value (quoted or bare). Walking the tag
+# attribute by attribute means an "href=" inside another attribute's quoted value is never taken.
+_TAG_NAME = re.compile(r"<[^\s/>]+")
+_ATTRIBUTE = re.compile(
+    r"""[\s/]*(?P<name>[^\s/>"'=][^\s/>=]*)(?:\s*=\s*(?P<value>"[^"]*"|'[^']*'|[^\s>]+))?"""
+)
+_BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
+
+
+def _retarget(tag: str, click: Callable[[str], str | None], keep: Collection[str]) -> str:
+    """``tag`` with its href pointed at the click redirect, when the target is trackable."""
+    m = _TAG_NAME.match(tag)
+    pos = m.end() if m else len(tag)
+    while (a := _ATTRIBUTE.match(tag, pos)) is not None and a.end() > pos:
+        pos = a.end()
+        if a.group("name").lower() != "href" or a.group("value") is None:
+            continue
+        raw = a.group("value")
+        if raw[:1] in "\"'":
+            raw = raw[1:-1]
+        target = htmllib.unescape(raw).strip()
+        if target in keep:
+            return tag
+        tracked = click(target)
+        if tracked is None:
+            return tag
+        start, end = a.span("value")
+        return tag[:start] + '"' + htmllib.escape(tracked, quote=True) + '"' + tag[end:]
+    return tag
+
+
+def track_html(html: str, tracking: Tracking) -> str:
+    """The HTML part with its web links sent through click redirects and the open pixel added.
+
+    Only start tags the HTML parser sees are touched (never text, comments or scripts); each
+    is rewritten in place, so the rest of the markup stays byte for byte as rendered.
+    """
+    if tracking.click is not None and "<" in html:
+        finder = _LinkFinder()
+        finder.feed(html)
+        finder.close()
+        if finder.found:
+            starts = [0]
+            starts += [i + 1 for i, ch in enumerate(html) if ch == "\n"]
+            pieces: list[str] = []
+            done = 0
+            for line, col, text in finder.found:
+                at = starts[line - 1] + col
+                if at < done or html[at : at + len(text)] != text:
+                    continue  # the parser's view and the text disagree: leave it alone
+                pieces += [html[done:at], _retarget(text, tracking.click, tracking.keep)]
+                done = at + len(text)
+            html = "".join(pieces) + html[done:]
+    if tracking.pixel_url is not None:
+        pixel = (
+            f'<img src="{htmllib.escape(tracking.pixel_url, quote=True)}" width="1" height="1" '
+            'alt="" style="border:0;width:1px;height:1px">'
+        )
+        ends = list(_BODY_END.finditer(html))
+        if ends:
+            at = ends[-1].start()
+            html = html[:at] + pixel + html[at:]
+        else:
+            html += pixel
+    return html
+
+
 # ---------------------------------------------------------------- messages
 
 
@@ -528,10 +631,12 @@ class PreparedTemplate:
         message_id: str,
         send_time: datetime,
         unsubscribe_url: str | None,
+        tracking: Tracking | None = None,
     ) -> RenderedMessage:
         """The message for one recipient, or a ``RenderError`` naming template, field and who.
 
-        ``send_time`` without a zone is taken as UTC.
+        ``send_time`` without a zone is taken as UTC. ``tracking`` rewrites the HTML part's
+        links and adds the open pixel after rendering (the text part is never touched).
         """
         who = to_address
         if self.ctx.marketing and unsubscribe_url is None:
@@ -585,6 +690,8 @@ class PreparedTemplate:
             subject = _one_line(self._run(self._subject, variables))
             text = self._run(self._text, variables) if self._text is not None else None
             html = self._run(self._html, variables) if self._html is not None else None
+            if html is not None and tracking is not None:
+                html = track_html(html, tracking)
         except jinja2.UndefinedError as exc:
             raise self._missing(exc, who) from None
         except Exception as exc:  # the sandbox, a filter given the wrong type, …

@@ -184,6 +184,37 @@ def test_any_value_round_trips(campaign: str, recipient: str, row: int) -> None:
     assert SIGNER.verify_open(SIGNER.open_token(row)) == row
 
 
+def test_message_ids_are_references_too() -> None:
+    """Tracked mail names its message by Message-ID (what the composer knows); brackets are
+    optional and dropped, and the row-id and Message-ID forms cannot be confused."""
+    token = SIGNER.open_token("<0f1e2d@acme.example>")
+    assert SIGNER.verify_open(token) == "0f1e2d@acme.example"
+    assert SIGNER.open_token("0f1e2d@acme.example") == token
+    url = "https://acme.example/pricing?utm=x"
+    assert SIGNER.verify_click(SIGNER.click_token("<a.b@c>", url)) == ("a.b@c", url)
+    assert isinstance(SIGNER.verify_open(SIGNER.open_token(7)), int)
+    for bad in ("no-at-sign", "a>b@c", "a b@c", "ä@b.example", "@", "a@", "x" * 300 + "@b"):
+        with pytest.raises(ValueError):
+            SIGNER.open_token(bad)
+    # Correctly signed but not a Message-ID (only with the key): still refused.
+    for payload in (b"a@b\x01", b"a@", b"<a@b>", b"a@b c"):
+        with pytest.raises(BadToken):
+            SIGNER.verify_open(forge(b"open", payload))
+
+
+@settings(max_examples=200)
+@given(
+    left=st.text("abcdef0123456789.-_$", min_size=1, max_size=60),
+    right=st.text("abcdefghijklmnop.-", min_size=1, max_size=60),
+    path=st.text("abcxyz/?=&%-._~", max_size=200),
+)
+def test_any_message_id_and_url_round_trip(left: str, right: str, path: str) -> None:
+    ref = f"{left}@{right}"
+    url = f"https://shop.example/{path}"
+    assert SIGNER.verify_open(SIGNER.open_token(f"<{ref}>")) == ref
+    assert SIGNER.verify_click(SIGNER.click_token(ref, url)) == (ref, url)
+
+
 def test_urls() -> None:
     assert unsubscribe_url("https://mail.acme.example", "T") == "https://mail.acme.example/u/T"
     assert unsubscribe_url("https://mail.acme.example/", "T") == "https://mail.acme.example/u/T"

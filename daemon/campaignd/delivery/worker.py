@@ -13,18 +13,24 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.utils import parseaddr
 from typing import Protocol
 
+from .. import observe
 from ..compose import Composer, sender_of
 from ..config.model import Campaign, Config, Service
 from ..errors import RenderError
+from ..feedback.verp import codec_for as verp_codec
+from ..feedback.verp import signing_key
 from ..plan.schedule import in_window, next_window_open, window_zone
 from ..queue.store import Claimed, Outcome
+from ..web.links import LinkSigner
 from .breaker import Breaker
 from .classify import Reply
+from .conditions import Conditions, park_until
+from .dkim import signer_for as dkim_signer_for
 from .limits import Limiter
 from .retry import next_retry
 from .smtp import ConnectionFailed, Envelope, Transport
@@ -49,6 +55,9 @@ class Store(Protocol):
     async def record(self, outcomes: Sequence[Outcome]) -> None: ...
     async def suppressed(self, keys: Sequence[str]) -> set[str]: ...
     async def next_due(self, campaign_ids: Collection[str]) -> float | None: ...
+    async def engaged(
+        self, campaign_id: str, edition: int, keys: Sequence[str], kinds: Collection[str]
+    ) -> set[str]: ...
 
 
 @dataclass
@@ -73,6 +82,7 @@ class Dispatcher:
     breakers: dict[str, Breaker] = field(default_factory=dict)
     runs: dict[str, CampaignRun] = field(default_factory=lambda: defaultdict(CampaignRun))
     active: set[str] = field(default_factory=set)
+    conditions: Conditions = field(default_factory=Conditions)
 
     def __post_init__(self) -> None:
         self._wake = asyncio.Event()
@@ -166,17 +176,26 @@ class Dispatcher:
     async def _dispatch(self, claimed: list[Claimed]) -> None:
         now = self.clock()
         suppressed = await self.store.suppressed([m.recipient for m in claimed])
+        # unless:, removed steps and recipients, changed templates (delivery/conditions.py);
+        # checked before suppression so `unless: [unsubscribed]` reports itself as the reason.
+        verdicts = await self.conditions.evaluate(self.store, self.config, claimed)
         early: list[Outcome] = []
         later: dict[float, list[int]] = defaultdict(list)
         ready: list[Claimed] = []
         for msg in claimed:
             campaign = self.config.campaigns.get(msg.campaign_id)
+            verdict = verdicts.get(msg.id)
             if campaign is None or msg.campaign_id not in self.active:
                 later[now].append(msg.id)  # paused or removed meanwhile: back, untouched
+            elif verdict is not None and verdict.skip is not None:
+                early.append(_final(msg, "skipped", now, verdict.skip))
             elif msg.recipient in suppressed:
                 early.append(_final(msg, "suppressed", now, "address is on the suppression list"))
             elif (opens := self._window_opens(campaign, msg, now)) is not None:
-                later[opens].append(msg.id)
+                self.conditions.note_held(msg.campaign_id, opens, now)
+                later[park_until(opens, now)].append(msg.id)
+            elif verdict is not None and verdict.template is not None:
+                ready.append(replace(msg, template=verdict.template))
             else:
                 ready.append(msg)
         if early:
@@ -187,6 +206,11 @@ class Dispatcher:
             if self._stopping or msg.campaign_id not in self.active:
                 await self.store.release([m.id for m in ready[i:]], next_attempt_at=self.clock())
                 return
+            if (why := self.conditions.removed_now(msg)) is not None:
+                # The batch waits for the limits message by message: a list edit can land
+                # meanwhile.
+                await self.store.record([_final(msg, "skipped", self.clock(), why)])
+                continue
             await self._start_one(msg)
 
     def _window_opens(self, campaign: Campaign, msg: Claimed, now: float) -> float | None:
@@ -273,6 +297,7 @@ class Dispatcher:
     # ------------------------------------------------------------ one message
 
     async def _deliver(self, msg: Claimed, sid: str) -> None:
+        began = time.perf_counter()
         try:
             try:
                 outcome = await self._attempt(msg, sid)
@@ -281,11 +306,14 @@ class Dispatcher:
             except Exception as exc:  # a bug must not lose the message: keep it, say why
                 log.exception("unexpected error sending message %s", msg.id)
                 outcome = self._temporary(msg, sid, f"internal error: {exc!r}", None, None)
+            took = time.perf_counter() - began
             if outcome is not None:
                 # Committed before the slot frees, so a crash leaves at most max_connections
                 # messages per service uncertain — never a backlog of unrecorded sends.
                 await self.store.record([outcome])
                 self._track(msg, outcome)
+                # /metrics and the summaries' send rate (in-memory only; the row is the truth)
+                observe.STATS.attempt(msg.campaign_id, msg.recipient, outcome, took)
         finally:
             self._inflight[sid] -= 1
             self._slot_freed.set()
@@ -312,12 +340,26 @@ class Dispatcher:
             )
         except RenderError as exc:
             return _final(msg, "failed", now, str(exc), service=sid)
-        envelope = Envelope(
-            sender=envelope_sender(self.config, campaign, service, sid),
-            recipient=msg.smtp_address,
-            data=rendered.data,
-            domain=msg.domain,
+        data = rendered.data
+        if service.dkim is not None:
+            try:
+                signer = dkim_signer_for(self.config, sid)
+                assert signer is not None
+                # RSA signing is CPU work (pure-Python in dkimpy): off the event loop.
+                data = await asyncio.to_thread(signer.sign, data)
+            except ValueError as exc:
+                # Unsigned mail would fail DMARC at the receiver: hold the campaign instead.
+                await self.store.release([msg.id], next_attempt_at=now + 60)
+                reason = f"auto-paused: cannot DKIM-sign — {exc}; fix it, reload, then resume"
+                log.error("campaign %s %s", msg.campaign_id, reason)
+                if self.on_auto_pause is not None and msg.campaign_id in self.active:
+                    self.active.discard(msg.campaign_id)
+                    self.on_auto_pause(msg.campaign_id, reason)
+                return None
+        sender = envelope_sender(
+            self.config, campaign, service, sid, message=msg.id, signer=self.composer.signer
         )
+        envelope = Envelope(sender=sender, recipient=msg.smtp_address, data=data, domain=msg.domain)
         transport = self.transports[sid]
         # Durably "in flight" before the first SMTP byte: a crash from here on leaves the row
         # uncertain (never resent on its own); before here it simply goes back to the queue.
@@ -406,8 +448,27 @@ def _final(
     return Outcome(id=msg.id, status=status, service=service, at=now, error=reason, reason=reason)
 
 
-def envelope_sender(config: Config, campaign: Campaign, service: Service, sid: str) -> str:
-    """MAIL FROM: the service's return path if it has one, else the From address."""
-    if service.return_path and "{token}" not in service.return_path:
-        return service.return_path
+def envelope_sender(
+    config: Config,
+    campaign: Campaign,
+    service: Service,
+    sid: str,
+    *,
+    message: int | None = None,
+    signer: LinkSigner | None = None,
+) -> str:
+    """MAIL FROM: the service's return path if it has one, else the From address.
+
+    A ``return_path`` with ``{token}`` (VERP) gets the message row's signed token, made with
+    the link-signing key, so a bounce to it names the message even when the report is mangled;
+    without the row or key (a test send) the From address is used instead.
+    """
+    pattern = service.return_path
+    if pattern and "{token}" not in pattern:
+        return pattern
+    if pattern and message is not None and signer is not None:
+        try:
+            return verp_codec(signing_key(signer), pattern).address(message)
+        except ValueError:
+            log.warning("services.d/%s.yaml: return_path %r is not a VERP pattern", sid, pattern)
     return parseaddr(sender_of(config, campaign, sid))[1]

@@ -5,6 +5,11 @@ bytes of HMAC-SHA256(key, purpose ‖ 0x00 ‖ payload). The purpose inside the 
 to one use: an unsubscribe token is not a valid click token even though both decode. Nothing in
 a token is secret — only unforgeable — so recipients can read their own address in it.
 
+Open and click tokens name a message by a *reference*: its row id (an ``int``) or its
+Message-ID (a ``str``, angle brackets dropped). The Composer only knows the Message-ID when it
+renders — the row id is the worker's — and the Message-ID is also how replies find a message,
+so tracked mail uses that form; row-id tokens stay valid for callers that have the row.
+
 Pure apart from ``load_or_create_key``, which the daemon calls once at start.
 """
 
@@ -27,6 +32,7 @@ __all__ = [
     "KEY_FILE",
     "BadToken",
     "LinkSigner",
+    "MessageRef",
     "click_url",
     "load_or_create_key",
     "open_url",
@@ -39,6 +45,11 @@ MAX_TOKEN: Final = 8192  # characters; a click token carries its URL, nothing ne
 
 _TOKEN = re.compile(r"[A-Za-z0-9_-]+")
 _SEP = b"\x00"
+# A Message-ID without its brackets: printable ASCII, one "@", as make_message_id writes them.
+_MESSAGE_ID = re.compile(rb"[!-;=?-~]{1,200}@[!-;=?-~]{1,200}")
+
+MessageRef = int | str
+"""A message's row id, or its Message-ID (``"abc@acme.example"``, brackets optional)."""
 
 
 class BadToken(CampaigndError, ValueError):
@@ -117,21 +128,21 @@ class LinkSigner:
 
     # -------------------------------------------------------------- tracking
 
-    def open_token(self, message_row_id: int) -> str:
-        return self._sign(b"open", _row_id(message_row_id))
+    def open_token(self, message: MessageRef) -> str:
+        return self._sign(b"open", _ref(message))
 
-    def verify_open(self, token: str) -> int:
-        """The message row id, or ``BadToken``."""
-        return _parse_row_id(self._open(b"open", token))
+    def verify_open(self, token: str) -> MessageRef:
+        """The message reference (row id or bare Message-ID), or ``BadToken``."""
+        return _parse_ref(self._open(b"open", token))
 
-    def click_token(self, message_row_id: int, url: str) -> str:
+    def click_token(self, message: MessageRef, url: str) -> str:
         """Token carrying the target URL, so ``/c/`` can never redirect anywhere unsigned."""
         check_link_url(url)
-        return self._sign(b"click", _row_id(message_row_id) + _SEP + url.encode())
+        return self._sign(b"click", _ref(message) + _SEP + url.encode())
 
-    def verify_click(self, token: str) -> tuple[int, str]:
-        """(message row id, http(s) URL) or ``BadToken``."""
-        row, sep, url = self._open(b"click", token).partition(_SEP)
+    def verify_click(self, token: str) -> tuple[MessageRef, str]:
+        """(message reference, http(s) URL) or ``BadToken``."""
+        ref, sep, url = self._open(b"click", token).partition(_SEP)
         if not sep:
             raise BadToken("click token is malformed")
         try:
@@ -139,7 +150,25 @@ class LinkSigner:
         except (UnicodeDecodeError, ValueError):
             # Only a leaked key gets here; still refuse to become an open redirect.
             raise BadToken("click token does not hold an http(s) URL") from None
-        return _parse_row_id(row), target
+        return _parse_ref(ref), target
+
+
+def _ref(value: MessageRef) -> bytes:
+    if isinstance(value, str):
+        bare = value.strip().removeprefix("<").removesuffix(">")
+        raw = bare.encode("ascii", "replace")
+        if not bare.isascii() or not _MESSAGE_ID.fullmatch(raw):
+            raise ValueError(f"{value!r} is not a Message-ID like <id@domain>")
+        return raw
+    return _row_id(value)
+
+
+def _parse_ref(raw: bytes) -> MessageRef:
+    if b"@" in raw:
+        if not _MESSAGE_ID.fullmatch(raw):
+            raise BadToken("link token is malformed")
+        return raw.decode("ascii")
+    return _parse_row_id(raw)
 
 
 def _row_id(value: int) -> bytes:
