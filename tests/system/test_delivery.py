@@ -81,7 +81,8 @@ def test_kill_9_mid_send_leaves_in_flight_uncertain_and_resends_nothing(
 def test_pause_restart_resume_sends_no_duplicates(
     tmp_path: Path, smtp: RecordingServer, make_daemon: MakeDaemon
 ) -> None:
-    root = basic_root(tmp_path, smtp.port, recipients=40, campaign_extra="rate: 10/second\n")
+    # slow enough that the pause lands mid-campaign even on a loaded machine
+    root = basic_root(tmp_path, smtp.port, recipients=40, campaign_extra="rate: 4/second\n")
     daemon = make_daemon(root).start()
     wait_for("some messages to be sent", lambda: len(smtp.messages) >= 5)
     assert daemon.post("/api/campaigns/news/pause")["state"] == "paused"
@@ -124,12 +125,13 @@ def test_rate_limit_holds_in_every_window(
     root = basic_root(tmp_path, smtp.port, recipients=24, service_extra="rate: 8/second\n")
     daemon = make_daemon(root).start()
     daemon.wait_state("news", "completed")
-    # MAIL FROM at the server comes after the daemon's start of the message: starts can only
-    # look closer together there by network jitter, so allow a few milliseconds of it
+    # MAIL FROM reaches the server a little after the daemon started the message, and on a
+    # busy machine that delay varies: allow 200 ms of jitter. Without the limiter all 24
+    # would arrive within a few milliseconds, so the check still bites.
     starts = sorted(m.mail_at for m in smtp.messages)
     assert len(starts) == 24
     for i in range(len(starts) - 8):
-        assert starts[i + 8] - starts[i] >= 1.0 - 0.05, (i, starts[i : i + 9])
+        assert starts[i + 8] - starts[i] >= 1.0 - 0.2, (i, starts[i : i + 9])
     assert starts[-1] - starts[0] >= 2.0  # 24 at 8/second cannot take less than 2 s
 
 
