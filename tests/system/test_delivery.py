@@ -4,8 +4,10 @@ pause/restart/resume, graceful stop, rate limits, bounces and retries (SPEC §6)
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import sqlite3
+import urllib.error
 from collections import Counter
 from email import message_from_bytes
 from pathlib import Path
@@ -197,3 +199,34 @@ def test_two_daemons_share_one_postgresql_queue_without_duplicates(
     assert len(got) == 60 and set(got.values()) == {1}
     assert second.campaign("news")["counts"]["sent"] == 60  # one queue, seen by both
     assert not (root / "state" / "campaignd.db").exists()  # nothing went to SQLite
+
+
+def test_service_test_endpoint_sends_and_names_the_failing_step(
+    tmp_path: Path, smtp: RecordingServer, make_daemon: MakeDaemon
+) -> None:
+    dead = refused_port()
+    root = basic_root(
+        tmp_path,
+        smtp.port,
+        recipients=1,
+        extra_files={
+            "services.d/dead.yaml": (
+                f'from: "Acme <news@acme.test>"\nhost: 127.0.0.1\nport: {dead}\n'
+                "security: none\ntimeout: 2s\n"
+            )
+        },
+    )
+    daemon = make_daemon(root).start()
+    daemon.wait_state("news", "completed")
+    smtp.messages.clear()
+    report = daemon.post("/api/services/sink/test", {"to": "ops@example.com"})
+    assert report["ok"] is True
+    assert [m.rcpt_tos for m in smtp.messages] == [["ops@example.com"]]
+    with pytest.raises(urllib.error.HTTPError) as failed:
+        daemon.post("/api/services/dead/test")
+    assert failed.value.code == 502
+    body = json.loads(failed.value.read())
+    assert any(s["name"] == "connect" and s["status"] == "failed" for s in body["steps"])
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        daemon.post("/api/services/nope/test")
+    assert missing.value.code == 404

@@ -470,6 +470,31 @@ def _action(action: str) -> Handler:
     return handle
 
 
+async def test_service_route(request: web.Request) -> web.Response:
+    """POST /api/services/{id}/test {"to": ADDR?}: connect, TLS, AUTH (and send) as the daemon
+    would — from the daemon's host and network, which is where the answer matters."""
+    from ..delivery.servicetest import test_service
+
+    daemon = request.app[DAEMON]
+    assert daemon.config is not None
+    sid = request.match_info["id"]
+    service = daemon.config.services.get(sid)
+    if service is None:
+        known = ", ".join(sorted(daemon.config.services))
+        return error(404, f"no service {sid!r} (known: {known})")
+    to: str | None = None
+    if request.can_read_body:
+        try:
+            body = await request.json()
+        except ValueError:
+            return error(400, 'body must be JSON like {"to": "you@example.com"} or empty')
+        to = body.get("to") if isinstance(body, dict) else None
+        if to is not None and (not isinstance(to, str) or "@" not in to or len(to) > 320):
+            return error(400, '"to" must be one email address')
+    report = await test_service(sid, service, to=to)
+    return _json(report.as_dict(), status=200 if report.ok else 502)
+
+
 async def retry(request: web.Request) -> web.Response:
     daemon = request.app[DAEMON]
     assert daemon.store is not None
@@ -538,6 +563,7 @@ def make_app(daemon: Daemon) -> web.Application:
     for action in ("pause", "resume", "stop"):
         app.router.add_post(f"/api/campaigns/{{id}}/{action}", _action(action))
     app.router.add_post("/api/campaigns/{id}/retry", retry)
+    app.router.add_post("/api/services/{id}/test", test_service_route)
     suppression_routes.add_routes(app)
     page_routes.add_routes(app, status_data)
     metrics_routes.add_routes(app)
