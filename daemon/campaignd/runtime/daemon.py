@@ -15,6 +15,7 @@ import os
 import signal
 import socket
 import time
+from collections import Counter
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,16 +40,19 @@ from ..delivery.outbox import OutboxTransport
 from ..delivery.smtp import SmtpPool, Transport
 from ..delivery.worker import Dispatcher
 from ..errors import CampaigndError, ConfigError
+from ..observe import STATS
 from ..queue.store import Store
 from ..web.links import LinkSigner, load_or_create_key
 from .clock import Clock
 from .conductor import Conductor, paused_in_file
+from .systemd import Notifier, progress_lines, status_line
 from .watcher import Watcher
 
 log = logging.getLogger("campaignd")
 
 RunState = Literal["starting", "running", "draining", "stopped"]
 TICK = 2.0  # how often campaign states are advanced when nothing wakes the conductor
+PROGRESS_EVERY = 10.0  # seconds between the journald progress lines of busy campaigns
 
 
 def state_dir(root: Path) -> Path:
@@ -101,6 +105,9 @@ class Daemon:
         self._reload_lock = asyncio.Lock()
         self._reload_task: asyncio.Task[None] | None = None
         self._reload_again = False
+        self.notifier = Notifier.from_env()
+        self._progress_at = time.monotonic()
+        self._progress_seen: Counter[tuple[str, str, str]] = Counter()
 
     # ------------------------------------------------------------ config
 
@@ -144,7 +151,11 @@ class Daemon:
     async def reload(self, why: str = "requested") -> None:
         """Apply what changed on disk; a broken file keeps its last good version in force."""
         async with self._reload_lock:
-            await self._reload(why)
+            self.notifier.reloading()
+            try:
+                await self._reload(why)
+            finally:
+                self.notifier.ready(self._status_line())
 
     async def _reload(self, why: str) -> None:
         previous = self.config
@@ -215,6 +226,7 @@ class Daemon:
                     task.cancel()
             return
         log.info("stopping: no new messages are claimed; in-flight ones finish")
+        self.notifier.stopping()
         self._stop.set()
 
     # ------------------------------------------------------------ run
@@ -340,6 +352,10 @@ class Daemon:
             ticker = asyncio.create_task(self._tick_loop(), name="conductor")
             self.run_state = "running"
             self.ready.set()
+            self.notifier.ready(self._status_line())
+            if (interval := self.notifier.watchdog_interval) is not None:
+                pinger = asyncio.create_task(self._watchdog(interval), name="watchdog")
+                stack.callback(pinger.cancel)
             log.info(
                 "campaignd %s running: config %s, database %s, API http://%s",
                 __version__,
@@ -382,6 +398,31 @@ class Daemon:
             with contextlib.suppress(Exception):
                 await t.close()
 
+    def _status_line(self) -> str:
+        sending = len(self.dispatcher.active) if self.dispatcher else 0
+        in_flight = self.dispatcher.inflight() if self.dispatcher else 0
+        sent = sum(n for (_, _, st), n in STATS.outcomes.items() if st == "sent")
+        errors = sum(1 for p in self.problems if p.severity == "error")
+        return status_line(in_flight, sending, sent, errors)
+
+    async def _watchdog(self, interval: float) -> None:
+        """Pinged from the event loop itself: a loop stuck for the whole WatchdogSec gets the
+        daemon restarted by systemd, which is the point."""
+        while True:
+            self.notifier.watchdog()
+            await asyncio.sleep(interval)
+
+    def _report_progress(self) -> None:
+        """Every PROGRESS_EVERY seconds: one journald line per campaign that sent, and STATUS=."""
+        now = time.monotonic()
+        if now - self._progress_at < PROGRESS_EVERY:
+            return
+        current = Counter(STATS.outcomes)
+        for line in progress_lines(self._progress_seen, current, now - self._progress_at):
+            log.info("%s", line)
+        self._progress_seen, self._progress_at = current, now
+        self.notifier.status(self._status_line())
+
     async def _tick_loop(self) -> None:
         assert self.conductor is not None and self.store is not None
         while self.run_state in ("starting", "running"):
@@ -395,6 +436,7 @@ class Daemon:
                 lost = await self.store.reclaim_expired(now=time.time())
                 if lost:
                     log.warning("%d messages of a vanished daemon marked uncertain", lost)
+                self._report_progress()
             except Exception:
                 log.exception("campaign state pass failed; retrying shortly")
             with contextlib.suppress(TimeoutError):
