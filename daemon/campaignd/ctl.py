@@ -67,17 +67,36 @@ def print_problems(result: LoadResult, *, only_for: str | None = None) -> None:
 # ------------------------------------------------------------------ validate
 
 
+def lint_errors(result: LoadResult) -> list[tuple[str, str]]:
+    """The deliverability lint of every valid campaign, without DNS: (campaign, message) of its
+    errors only — warnings stay with ``campaignctl lint`` so validate's output stays short."""
+    from .lint import lint_campaign
+
+    found = []
+    for cid in sorted(result.config.campaigns):
+        try:
+            findings = lint_campaign(result, cid)
+        except CampaigndError as exc:
+            found.append((cid, str(exc)))
+            continue
+        found += [(cid, f"{f.topic}: {f.message}") for f in findings if f.level == "error"]
+    return found
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     result = load(args)
+    linted = lint_errors(result)
+    ok = result.ok and not linted
     if args.json:
         print(
             json.dumps(
                 {
-                    "ok": result.ok,
+                    "ok": ok,
                     "root": str(result.config.root),
-                    "errors": len(result.errors),
+                    "errors": len(result.errors) + len(linted),
                     "warnings": len(result.warnings),
                     "problems": [p.as_dict() for p in result.problems],
+                    "lint": [{"campaign": c, "message": m} for c, m in linted],
                     "loaded": {
                         "services": sorted(result.config.services),
                         "templates": sorted(result.config.templates),
@@ -87,16 +106,20 @@ def cmd_validate(args: argparse.Namespace) -> int:
                 indent=2,
             )
         )
-        return 0 if result.ok else 1
+        return 0 if ok else 1
     print_problems(result)
+    for cid, message in linted:
+        err.print(f"campaigns.d/{cid}.yaml: lint error: {message}", markup=False)
     cfg = result.config
     summary = (
         f"{len(cfg.services)} services, {len(cfg.templates)} templates, "
         f"{len(cfg.campaigns)} campaigns valid; "
-        f"{len(result.errors)} errors, {len(result.warnings)} warnings"
+        f"{len(result.errors) + len(linted)} errors, {len(result.warnings)} warnings"
     )
-    (out if result.ok else err).print(("ok: " if result.ok else "invalid: ") + summary)
-    return 0 if result.ok else 1
+    if linted:
+        summary += " (`campaignctl lint CAMPAIGN` explains the deliverability findings)"
+    (out if ok else err).print(("ok: " if ok else "invalid: ") + summary, markup=False)
+    return 0 if ok else 1
 
 
 @command("validate", "check every file of a config root")

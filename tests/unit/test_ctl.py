@@ -117,3 +117,21 @@ def test_plan_of_a_broken_campaign_exits_1(
     code, _, err = run(capsys, "--config", str(root), "plan", "launch")
     assert code == 1
     assert "launch" in err
+
+
+def test_validate_runs_the_deliverability_lint_without_dns(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the envelope sender's domain is not the From domain and nothing DKIM-signs: DMARC fails
+    service = (
+        'from: "Acme <outreach@acme.example>"\nhost: 127.0.0.1\nport: 2525\nsecurity: none\n'
+        "return_path: bounces@elsewhere.example\n"
+    )
+    root = make_root(tmp_path, {"services.d/sink.yaml": service})
+    code, _, err = run(capsys, "--config", str(root), "validate")
+    assert code == 1
+    assert "campaigns.d/launch.yaml: lint error: alignment:" in err
+    assert "elsewhere.example" in err
+    code, out, _ = run(capsys, "--config", str(root), "validate", "--json")
+    data = json.loads(out)
+    assert code == 1 and data["ok"] is False and data["lint"][0]["campaign"] == "launch"
