@@ -121,14 +121,21 @@ def test_a_template_changed_since_queueing_is_replaced_stably() -> None:
 
 class FakeStore:
     def __init__(self, events: dict[str, set[str]]) -> None:
-        self.events = events  # kind → recipients
+        self.events = events  # kind → recipients ("contacted": reached by another campaign)
         self.calls: list[tuple[str, int, tuple[str, ...], tuple[str, ...]]] = []
+        self.contacted_calls: list[tuple[tuple[str, ...], float, str | None]] = []
 
     async def engaged(
         self, campaign_id: str, edition: int, keys: Sequence[str], kinds: Collection[str]
     ) -> set[str]:
         self.calls.append((campaign_id, edition, tuple(keys), tuple(kinds)))
         return {k for k in keys if any(k in self.events.get(kind, set()) for kind in kinds)}
+
+    async def contacted_since(
+        self, keys: Sequence[str], since: float, *, exclude_campaign: str | None = None
+    ) -> set[str]:
+        self.contacted_calls.append((tuple(keys), since, exclude_campaign))
+        return {k for k in keys if k in self.events.get("contacted", set())}
 
 
 async def test_evaluate_asks_only_about_steps_with_conditions() -> None:
@@ -166,6 +173,35 @@ async def test_evaluate_looks_within_the_message_edition() -> None:
     )
     assert 1 in verdicts
     assert {(c[0], c[1]) for c in store.calls} == {("drip", 4)}
+
+
+async def test_contact_by_another_campaign_since_enrollment_skips_the_first_step_only() -> None:
+    drip = campaign(filters={"exclude_contacted_within": "30d"})
+    config = Config(root=Path("/nowhere"), campaigns={"drip": drip})
+    store = FakeStore({"contacted": {"u1@example.com", "u2@example.com"}})
+    now = 1_800_000_000.0
+    verdicts = await Conditions().evaluate(
+        store,
+        config,
+        [claimed(1, 1, "intro"), claimed(2, 2, "follow"), claimed(3, 1, "intro")],
+        now=now,
+    )
+    assert verdicts == {
+        1: Verdict(
+            skip="contacted by another campaign within 30d (filters.exclude_contacted_within)"
+        )
+    }
+    # asked once, for the first-step recipients, excluding this campaign's own messages
+    assert store.contacted_calls == [
+        (("u1@example.com", "u3@example.com"), now - 30 * 86400, "drip")
+    ]
+
+
+async def test_without_the_filter_nobody_asks_about_other_campaigns() -> None:
+    config = Config(root=Path("/nowhere"), campaigns={"drip": campaign()})
+    store = FakeStore({"contacted": {"u1@example.com"}})
+    assert await Conditions().evaluate(store, config, [claimed(1, 1, "intro")]) == {}
+    assert store.contacted_calls == []
 
 
 # ---------------------------------------------------------------- windows

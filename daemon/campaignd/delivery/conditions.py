@@ -12,12 +12,14 @@ rule needs (which recipients opened, clicked, replied … earlier in the edition
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from ..config.model import Campaign, Config, Step
+from ..config.values import format_duration
 from ..queue.store import Claimed
 from ..render import choose_template
 
@@ -40,6 +42,9 @@ def unless_reason(kinds: Sequence[str]) -> str:
 class EngagedStore(Protocol):
     async def engaged(
         self, campaign_id: str, edition: int, keys: Sequence[str], kinds: Collection[str]
+    ) -> set[str]: ...
+    async def contacted_since(
+        self, keys: Sequence[str], since: float, *, exclude_campaign: str | None = None
     ) -> set[str]: ...
 
 
@@ -112,7 +117,12 @@ class Conditions:
         return REMOVED_REASON if msg.recipient in self.removed.get(msg.campaign_id, ()) else None
 
     async def evaluate(
-        self, store: EngagedStore, config: Config, claimed: Sequence[Claimed]
+        self,
+        store: EngagedStore,
+        config: Config,
+        claimed: Sequence[Claimed],
+        *,
+        now: float | None = None,
     ) -> dict[int, Verdict]:
         """Verdicts for the claimed messages that must not go out as claimed."""
         groups: dict[tuple[str, int], list[Claimed]] = defaultdict(list)
@@ -141,7 +151,36 @@ class Conditions:
                 )
                 if verdict is not None:
                     out[m.id] = verdict
+            await self._contacted(store, cid, campaign, msgs, out, now)
         return out
+
+    @staticmethod
+    async def _contacted(
+        store: EngagedStore,
+        cid: str,
+        campaign: Campaign,
+        msgs: Sequence[Claimed],
+        out: dict[int, Verdict],
+        now: float | None,
+    ) -> None:
+        """``exclude_contacted_within`` again at send time: another campaign may have reached
+        the recipient since enrollment. Only a sequence's first step: the follow-ups of this
+        campaign are the contact the recipient already agreed to receive."""
+        within = campaign.filters.exclude_contacted_within
+        if within is None:
+            return
+        first = [m for m in msgs if m.step == 1 and m.id not in out]
+        if not first:
+            return
+        at = time.time() if now is None else now
+        since = at - within.total_seconds()
+        hit = await store.contacted_since([m.recipient for m in first], since, exclude_campaign=cid)
+        for m in first:
+            if m.recipient in hit:
+                out[m.id] = Verdict(
+                    skip=f"contacted by another campaign within {format_duration(within)} "
+                    "(filters.exclude_contacted_within)"
+                )
 
     # ------------------------------------------------------------ windows, for the summary
 

@@ -58,6 +58,9 @@ class Store(Protocol):
     async def engaged(
         self, campaign_id: str, edition: int, keys: Sequence[str], kinds: Collection[str]
     ) -> set[str]: ...
+    async def contacted_since(
+        self, keys: Sequence[str], since: float, *, exclude_campaign: str | None = None
+    ) -> set[str]: ...
 
 
 @dataclass
@@ -178,7 +181,7 @@ class Dispatcher:
         suppressed = await self.store.suppressed([m.recipient for m in claimed])
         # unless:, removed steps and recipients, changed templates (delivery/conditions.py);
         # checked before suppression so `unless: [unsubscribed]` reports itself as the reason.
-        verdicts = await self.conditions.evaluate(self.store, self.config, claimed)
+        verdicts = await self.conditions.evaluate(self.store, self.config, claimed, now=now)
         early: list[Outcome] = []
         later: dict[float, list[int]] = defaultdict(list)
         ready: list[Claimed] = []
