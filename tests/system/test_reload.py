@@ -238,7 +238,8 @@ def test_sighup_reloads_at_once(
     )
     assert after["generation"] == before["generation"] + 1
     assert after["loaded_at"] > before["loaded_at"]
-    assert "(SIGHUP): no object changed" in daemon.log()
+    # the generation is published a moment before the reload's log line is written
+    wait_for("the reload's log line", lambda: "(SIGHUP): no object changed" in daemon.log())
     assert daemon.proc is not None and daemon.proc.poll() is None
 
 
@@ -304,4 +305,5 @@ def test_the_units_exec_reload_makes_the_daemon_reload(
     argv = shlex.split(command.replace("$MAINPID", str(daemon.proc.pid)).lstrip("-@+!:"))
     subprocess.run(argv, check=True, timeout=30)
     wait_for("the reload", lambda: generation(daemon) == before + 1)
-    assert "(SIGHUP)" in daemon.log()
+    # the generation is set a moment before the reload's log line is written
+    wait_for("the reload's log line", lambda: "(SIGHUP)" in daemon.log())
