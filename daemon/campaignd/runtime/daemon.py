@@ -281,8 +281,19 @@ class Daemon:
             secret = None
             secret_ref = config.settings.secret_ref("secret")
             if secret_ref is not None:
-                with contextlib.suppress(CampaigndError):
+                try:
                     secret = resolve_secret(secret_ref)
+                except CampaigndError as exc:
+                    # Not fatal (the generated key works, as SPEC promises for an unset
+                    # variable), but links signed with it stop verifying the day the configured
+                    # secret appears: say so — loudly when a file or credential was named.
+                    (log.info if secret_ref.kind == "env" else log.warning)(
+                        "link secret not available (%s): signing links with the key generated "
+                        "in %s — set it before sending, or links sent now break when it "
+                        "appears",
+                        exc,
+                        sdir,
+                    )
             signer = LinkSigner(load_or_create_key(sdir, secret))
 
             self.limiter = Limiter(config)
