@@ -11,6 +11,7 @@ RUNS = [
     ["render.py"],
     ["throughput.py"],
     ["plan_1m.py"],
+    ["enroll_1m.py"],
     ["csv_stream.py"],
 ]
 
