@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parseaddr
+from functools import lru_cache
 
 from .config.model import Campaign, Config
 from .render import (
@@ -33,6 +34,13 @@ MAX_TRACKED_URL = 4000
 
 def sender_of(config: Config, campaign: Campaign, service_id: str) -> str:
     return campaign.from_ or config.services[service_id].from_
+
+
+@lru_cache(maxsize=256)
+def address_of(sender: str) -> str:
+    """The bare address of a From line. Cached: the same few senders are parsed for every
+    message (Message-ID domain, MAIL FROM), and parseaddr is not cheap."""
+    return parseaddr(sender)[1]
 
 
 def base_url(config: Config) -> str:
@@ -91,7 +99,7 @@ class Composer:
         token = self.signer.unsubscribe_token(campaign_id, recipient_key)
         unsub = unsubscribe_url(base_url(self.config), token)
         if message_id is None:
-            domain = parseaddr(sender_of(self.config, campaign, service_id))[1].rpartition("@")[2]
+            domain = address_of(sender_of(self.config, campaign, service_id)).rpartition("@")[2]
             message_id = make_message_id(domain or "campaignd.local")
         return prepared.render(
             fields,

@@ -171,7 +171,7 @@ async def test_evaluate_looks_within_the_message_edition() -> None:
     verdicts = await Conditions().evaluate(
         store, config, [claimed(1, 2, "follow", edition=4), claimed(2, 1, "intro", edition=5)]
     )
-    assert 1 in verdicts
+    assert verdicts == {1: Verdict(skip=unless_reason(["clicked"]))}
     assert {(c[0], c[1]) for c in store.calls} == {("drip", 4)}
 
 

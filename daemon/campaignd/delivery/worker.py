@@ -15,11 +15,10 @@ from collections import defaultdict
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from email.utils import parseaddr
 from typing import Protocol
 
 from .. import observe
-from ..compose import Composer, sender_of
+from ..compose import Composer, address_of, sender_of
 from ..config.model import Campaign, Config, Service
 from ..errors import RenderError
 from ..feedback.verp import codec_for as verp_codec
@@ -474,4 +473,4 @@ def envelope_sender(
             return verp_codec(signing_key(signer), pattern).address(message)
         except ValueError:
             log.warning("services.d/%s.yaml: return_path %r is not a VERP pattern", sid, pattern)
-    return parseaddr(sender_of(config, campaign, sid))[1]
+    return address_of(sender_of(config, campaign, sid))
