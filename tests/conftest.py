@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
 
 from tests.integration.store.postgres import Cluster, Missing, cluster
+from tests.suites import NOT_RUN, not_run
 
 
 @pytest.fixture(scope="session")
@@ -18,6 +18,14 @@ def pg_cluster() -> Iterator[Cluster]:
         with cluster() as c:
             yield c
     except Missing as exc:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI=true but {exc}", pytrace=False)
-        pytest.skip(f"!!! PostgreSQL tests NOT RUN: {exc}")
+        not_run("PostgreSQL", exc)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """One loud line per suite that could not run, at the very end where nobody misses it."""
+    for suite, why in sorted(NOT_RUN.items()):
+        terminalreporter.write_line(
+            f"!!! {suite} tests NOT RUN: {why} — root on Debian: bash .ci/system-deps.sh",
+            red=True,
+            bold=True,
+        )

@@ -37,6 +37,10 @@ class TemplateError(ConfigError):
     """A template is invalid as a whole (syntax, sandbox escape, size)."""
 
 
+class NotFound(CampaigndError, LookupError):
+    """Something an operator named (a campaign, a service) does not exist: the API's 404."""
+
+
 class StoreError(CampaigndError, RuntimeError):
     """The database refused or lost something."""
 

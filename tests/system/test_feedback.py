@@ -23,7 +23,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from campaignd.feedback.verp import VerpCodec
+from campaignd.tokens.verp import VerpCodec
 from tests.integration.feedback.samples import personalize
 from tests.integration.smtp.servers import RecordingServer
 

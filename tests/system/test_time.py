@@ -16,7 +16,7 @@ import pytest
 
 from campaignd.config.model import Window
 from campaignd.delivery.conditions import REMOVED_REASON
-from campaignd.plan.schedule import next_window_open
+from campaignd.plan.windows import next_window_open
 from campaignd.queue.store import EventIn, Store
 from tests.integration.smtp.servers import RecordingServer
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import jinja2
 import jinja2.meta
 
-from ..render import check_template, legacy_to_jinja
 from .model import Campaign, Config, Template, as_path
 from .problems import Problem, Severity
+from .templates import check_template, legacy_to_jinja
 from .yamlpos import Located, Path_
 
 Locations = Mapping[tuple[str, str], tuple[Path, Located]]
@@ -166,7 +166,7 @@ class _Checker:
                     severity="warning",
                 )
         if c.schedule is not None:
-            from ..plan.schedule import validate_cron
+            from .cron import validate_cron
 
             why = validate_cron(c.schedule.cron)
             if why:

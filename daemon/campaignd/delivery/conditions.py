@@ -21,7 +21,7 @@ from typing import Protocol
 from ..config.model import Campaign, Config, Step
 from ..config.values import format_duration
 from ..queue.store import Claimed
-from ..render import choose_template
+from ..render.templates import choose_template
 
 WINDOW_RECHECK = 600.0
 """A message held for a closed window goes back to the queue until the window opens, but for

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 from ..config.model import Config, Service
 from ..config.values import Rate
-from ..plan.schedule import warmup_cap, warmup_day
+from ..plan.warmup import warmup_cap, warmup_day
 
 _KEEP_DAYS = 3  # daily counters kept: today, yesterday, and a spare for clock skew
 

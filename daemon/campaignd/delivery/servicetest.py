@@ -16,12 +16,18 @@ from email.policy import SMTP as SMTP_POLICY
 from email.utils import formatdate, make_msgid, parseaddr
 from typing import Literal
 
-from aiosmtplib.errors import SMTPAuthenticationError, SMTPException
-
 from ..config.model import Service
 from ..errors import SecretError
 from .classify import Stage, find_cause
-from .smtp import ConnectionFailed, Connector, Envelope, Step, transact
+from .smtp import (
+    ConnectionFailed,
+    Connector,
+    Envelope,
+    SMTPAuthenticationError,
+    SMTPException,
+    Step,
+    transact,
+)
 
 Status = Literal["ok", "failed", "skipped"]
 

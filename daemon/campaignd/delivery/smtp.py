@@ -22,24 +22,29 @@ from typing import Any, Literal, Protocol
 
 from aiosmtplib import SMTP, SMTPResponse
 from aiosmtplib.errors import (
+    SMTPAuthenticationError,
     SMTPException,
     SMTPHeloError,
+    SMTPResponseException,
     SMTPServerDisconnected,
     SMTPTimeoutError,
 )
 
 from ..config.model import Service
 from ..config.secrets import resolve_secret
-from ..errors import DeliveryError
+from ..errors import DeliveryError, SecretError
 from .classify import (
     STAGE_NAMES,
     Reply,
     Stage,
     classify,
-    connection_failure,
     find_cause,
     one_line,
+    parse_enhanced,
 )
+
+# The aiosmtplib errors other modules catch, named here: this is the one SMTP client module.
+__all__ = ["SMTPAuthenticationError", "SMTPException", "connection_failure"]
 
 # Close a session nobody used for this long: relays drop idle clients anyway (often after a
 # minute or less), and a dead idle session costs a failed MAIL before we notice.
@@ -597,3 +602,58 @@ class SmtpPool:
             self._forget(session)
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+
+
+# ---------------------------------------------------------------- failures without a reply
+
+
+def connection_failure(
+    exc: BaseException, stage: Stage, *, peer: str | None = None, timeout: float | None = None
+) -> Reply:
+    """A deferred Reply saying, for an operator, why a session could not be opened or went away.
+
+    ``peer`` (``host:port``) and ``timeout`` (seconds) make the text concrete when known.
+    """
+    where = f" {peer}" if peer else ""
+    step = STAGE_NAMES[stage]
+    code: int | None = None
+    enhanced: str | None = None
+    if isinstance(exc, SecretError):
+        text = f"AUTH not attempted: {exc}"
+    elif isinstance(exc, SMTPAuthenticationError):
+        enhanced, rest = parse_enhanced(exc.message)
+        code = exc.code
+        text = f"AUTH rejected: {code} {enhanced + ' ' if enhanced else ''}{one_line(rest)}"
+    elif (tls := find_cause(exc, ssl.SSLError)) is not None:
+        text = f"TLS handshake failed{' with' + where if where else ''}: {_tls_reason(tls)}"
+    elif isinstance(exc, SMTPResponseException) and exc.code >= 0:
+        enhanced, rest = parse_enhanced(exc.message)
+        code = exc.code
+        said = " ".join(p for p in (str(code), enhanced or "", one_line(rest, enhanced)) if p)
+        text = f"{step} refused{' by' + where if where else ''}: {said}"
+    elif find_cause(exc, ConnectionRefusedError) is not None:
+        text = f"connection refused by{where or ' the server'}"
+    elif (gai := find_cause(exc, socket.gaierror)) is not None:
+        host = peer.rpartition(":")[0] if peer else "the host"
+        text = f"cannot resolve {host}: {gai.strerror or gai}"
+    elif isinstance(exc, SMTPTimeoutError | TimeoutError):
+        after = f" after {timeout:g}s" if timeout is not None else ""
+        text = f"timed out{after} at {step}{' talking to' + where if where else ''}"
+    elif isinstance(exc, SMTPServerDisconnected | ConnectionError | EOFError):
+        text = f"connection closed by{where or ' the server'} during {step}"
+    elif (os_err := find_cause(exc, OSError)) is not None:
+        reason = os_err.strerror or str(os_err)
+        text = f"cannot connect to{where or ' the server'}: {reason}"
+    elif isinstance(exc, SMTPException):
+        text = f"{step} failed: {one_line(str(exc))}"
+    else:
+        text = f"{step} failed: {type(exc).__name__}: {one_line(str(exc))}"
+    return Reply("deferred", code, enhanced, one_line(text), close_session=True, stage=stage)
+
+
+def _tls_reason(exc: ssl.SSLError) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        detail = exc.verify_message or exc.reason or "unknown reason"
+        return f"certificate verify failed: {detail}"
+    reason = exc.reason or exc.strerror or str(exc)
+    return str(reason).replace("_", " ").lower()

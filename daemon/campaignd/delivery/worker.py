@@ -17,15 +17,15 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Protocol
 
-from .. import observe
-from ..compose import Composer, address_of, sender_of
 from ..config.model import Campaign, Config, Service
 from ..errors import RenderError
-from ..feedback.verp import codec_for as verp_codec
-from ..feedback.verp import signing_key
-from ..plan.schedule import in_window, next_window_open, window_zone
+from ..plan.windows import in_window, next_window_open, window_zone
 from ..queue.store import Claimed, Outcome
-from ..web.links import LinkSigner
+from ..render.compose import Composer, address_of, sender_of
+from ..stats import DeliveryStats
+from ..tokens.links import LinkSigner
+from ..tokens.verp import codec_for as verp_codec
+from ..tokens.verp import signing_key
 from .breaker import Breaker
 from .classify import Reply
 from .conditions import Conditions, park_until
@@ -85,6 +85,7 @@ class Dispatcher:
     runs: dict[str, CampaignRun] = field(default_factory=lambda: defaultdict(CampaignRun))
     active: set[str] = field(default_factory=set)
     conditions: Conditions = field(default_factory=Conditions)
+    stats: DeliveryStats = field(default_factory=DeliveryStats)
 
     def __post_init__(self) -> None:
         self._wake = asyncio.Event()
@@ -315,7 +316,7 @@ class Dispatcher:
                 await self.store.record([outcome])
                 self._track(msg, outcome)
                 # /metrics and the summaries' send rate (in-memory only; the row is the truth)
-                observe.STATS.attempt(msg.campaign_id, msg.recipient, outcome, took)
+                self.stats.attempt(msg.campaign_id, msg.recipient, outcome, took)
         finally:
             self._inflight[sid] -= 1
             self._slot_freed.set()

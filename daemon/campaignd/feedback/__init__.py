@@ -9,9 +9,9 @@ HTTP is ``web/hooks.py``, and ``runtime/feedback_runner.py`` runs it all inside 
 
 from __future__ import annotations
 
+from ..tokens.verp import VerpCodec
 from .event import FeedbackEvent, Kind
 from .mailparse import referenced_ids
 from .recognize import recognize
-from .verp import VerpCodec
 
 __all__ = ["FeedbackEvent", "Kind", "VerpCodec", "recognize", "referenced_ids"]

@@ -11,10 +11,25 @@ below ``min_sample`` nothing trips, so three early bounces cannot stop a campaig
 
 from __future__ import annotations
 
-from ..config.model import Guard
-from ..queue.feedback import GuardCounts
+from typing import Protocol
 
-__all__ = ["guard_reason"]
+from ..config.model import Guard
+
+__all__ = ["GuardCounts", "guard_reason"]
+
+
+class GuardCounts(Protocol):
+    """What a guard measures over one campaign's messages (``queue.feedback.GuardCounts``)."""
+
+    @property
+    def sample(self) -> int:
+        """Messages sent or bounced (the relay took them, or refused the address)."""
+
+    @property
+    def bounced(self) -> int: ...
+
+    @property
+    def complained(self) -> int: ...
 
 
 def _pct(value: float) -> str:

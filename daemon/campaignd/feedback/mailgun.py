@@ -14,10 +14,10 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
+from ..tokens.verp import VerpDecoder
 from .dsn import status_code
 from .esp import BadPayload, BadSignature, EventBuilder, bare_message_id, parse_time, text
 from .event import FeedbackEvent, Kind
-from .verp import VerpDecoder
 
 __all__ = ["MAX_SKEW", "mailgun_events", "verify_mailgun"]
 

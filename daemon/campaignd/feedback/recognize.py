@@ -25,6 +25,7 @@ from datetime import datetime
 from email.message import Message
 from email.utils import getaddresses
 
+from ..tokens.verp import VerpDecoder
 from .arf import parse_arf
 from .autoreply import auto_reply_reason
 from .dsn import DsnReport, parse_dsn, status_code
@@ -42,7 +43,6 @@ from .mailparse import (
 )
 from .nonstandard import diagnostic, looks_like_bounce, scan_prose_bounce, sounds_temporary
 from .reports import ORIGINAL_TYPES, original_headers
-from .verp import VerpDecoder
 
 __all__ = ["recognize", "referenced_ids"]
 

@@ -26,6 +26,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from ..tokens.verp import VerpDecoder
 from .dsn import status_code
 from .esp import (
     BadPayload,
@@ -37,7 +38,6 @@ from .esp import (
     text,
 )
 from .event import FeedbackEvent
-from .verp import VerpDecoder
 
 __all__ = ["ConfirmSubscription", "check_sns_url", "ses_events", "verify_sns"]
 

@@ -13,66 +13,13 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo
+from datetime import UTC, datetime
 
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
 
-from ..config.model import Campaign
-from ..plan.schedule import EditionDue, edition_due, next_fire
-
 log = logging.getLogger("campaignd.clock")
-
-_TINY = timedelta(microseconds=1)
-
-
-@dataclass(frozen=True)
-class Previous:
-    """What the database remembers of a campaign, as far as time is concerned."""
-
-    first_seen: datetime
-    """When the daemon first loaded the campaign (its row's ``created_at``)."""
-    last_fired: datetime | None = None
-    """The firing the latest edition of a recurring campaign was sent for."""
-
-
-@dataclass(frozen=True)
-class Due:
-    started: bool
-    """``start:`` has come (or there is none)."""
-    edition: EditionDue | None
-    """A recurring campaign owes this edition now."""
-    wake_at: datetime | None
-    """The next instant the start or a firing falls due (None: never, as far as time goes)."""
-
-
-def _aware(at: datetime, zone: ZoneInfo) -> datetime:
-    return at if at.tzinfo is not None else at.replace(tzinfo=zone)
-
-
-def due(campaign: Campaign, previous: Previous, now: datetime, zone: ZoneInfo) -> Due:
-    """What the campaign's ``start:`` and ``schedule:`` make due at ``now``.
-
-    ``zone`` reads a ``start:`` without offset and the cron line (the daemon's ``timezone``).
-    A start in the future waits for it; one in the past means now. A recurring campaign owes
-    an edition for the firings after it was first loaded (and after its start) that have no
-    edition yet — one edition however many were missed.
-    """
-    start = _aware(campaign.start, zone) if campaign.start is not None else None
-    if start is not None and start > now:
-        return Due(started=False, edition=None, wake_at=start)
-    if campaign.schedule is None:
-        return Due(started=True, edition=None, wake_at=None)
-    expr = campaign.schedule.cron
-    # A firing at the very instant the campaign starts (or was loaded) belongs to it.
-    since = max(previous.first_seen, start) if start is not None else previous.first_seen
-    since -= _TINY
-    edition = edition_due(expr, zone, last_fired=previous.last_fired, since=since, now=now)
-    after = max(now, previous.last_fired or since)
-    return Due(started=True, edition=edition, wake_at=next_fire(expr, after, zone))
 
 
 class Clock:

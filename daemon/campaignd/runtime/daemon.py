@@ -16,14 +16,16 @@ import signal
 import socket
 import time
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from .. import __version__
-from ..compose import Composer
+from ..campaigns import control
+from ..campaigns.conductor import Conductor
 from ..config.load import (
     LoadResult,
     config_changes,
@@ -37,14 +39,18 @@ from ..config.problems import Problem
 from ..config.secrets import resolve_secret
 from ..delivery.limits import Limiter
 from ..delivery.outbox import OutboxTransport
+from ..delivery.servicetest import ServiceTestReport, test_service
 from ..delivery.smtp import SmtpPool, Transport
 from ..delivery.worker import Dispatcher
-from ..errors import CampaigndError, ConfigError
-from ..observe import STATS
+from ..errors import CampaigndError
+from ..queue.rows import CampaignRow
 from ..queue.store import Store
-from ..web.links import LinkSigner, load_or_create_key
+from ..render.compose import Composer
+from ..stats import DeliveryStats
+from ..tokens.links import LinkSigner, load_or_create_key
+from ..web.api import start_api
 from .clock import Clock
-from .conductor import Conductor, paused_in_file
+from .feedback_runner import FeedbackRunner
 from .systemd import Notifier, progress_lines, status_line
 from .watcher import Watcher
 
@@ -96,6 +102,9 @@ class Daemon:
         self.dispatcher: Dispatcher | None = None
         self.conductor: Conductor | None = None
         self.limiter: Limiter | None = None
+        self.feedback: FeedbackRunner | None = None
+        self.signer: LinkSigner | None = None
+        self.stats = DeliveryStats()
         self.token: str | None = None
         self.api_port: int | None = None
         self.ready = asyncio.Event()
@@ -295,6 +304,7 @@ class Daemon:
                         sdir,
                     )
             signer = LinkSigner(load_or_create_key(sdir, secret))
+            self.signer = signer
 
             self.limiter = Limiter(config)
             await self._seed_limits(store, config)
@@ -309,6 +319,7 @@ class Daemon:
                 limiter=self.limiter,
                 worker_id=self.worker_id,
                 on_auto_pause=self._auto_pause,
+                stats=self.stats,
             )
             # The clock only rings alarms; the conductor derives them from config + database
             # on every pass, so a restart or reload needs no job store of its own.
@@ -326,8 +337,6 @@ class Daemon:
             stack.push_async_callback(self.conductor.close)
             # Feedback mailboxes, the webhooks' event path and deliverability guards; the
             # runner follows self.config across reloads on its own (runtime/feedback_runner.py).
-            from .feedback_runner import FeedbackRunner
-
             self.feedback = FeedbackRunner(
                 store, lambda: self.config, signer=signer, on_pause=self._auto_pause
             )
@@ -335,8 +344,6 @@ class Daemon:
             stack.push_async_callback(self.feedback.close)
             self.clock.start()
             stack.callback(self.clock.shutdown)
-
-            from ..web.api import start_api
 
             runner, self.api_port = await start_api(self, listen)
             stack.push_async_callback(runner.cleanup)
@@ -412,7 +419,7 @@ class Daemon:
     def _status_line(self) -> str:
         sending = len(self.dispatcher.active) if self.dispatcher else 0
         in_flight = self.dispatcher.inflight() if self.dispatcher else 0
-        sent = sum(n for (_, _, st), n in STATS.outcomes.items() if st == "sent")
+        sent = sum(n for (_, _, st), n in self.stats.outcomes.items() if st == "sent")
         errors = sum(1 for p in self.problems if p.severity == "error")
         return status_line(in_flight, sending, sent, errors)
 
@@ -428,7 +435,7 @@ class Daemon:
         now = time.monotonic()
         if now - self._progress_at < PROGRESS_EVERY:
             return
-        current = Counter(STATS.outcomes)
+        current = Counter(self.stats.outcomes)
         for line in progress_lines(self._progress_seen, current, now - self._progress_at):
             log.info("%s", line)
         self._progress_seen, self._progress_at = current, now
@@ -476,30 +483,54 @@ class Daemon:
     # ------------------------------------------------------------ used by the API
 
     async def set_state(self, campaign_id: str, action: str) -> str:
-        """pause / resume / stop, written to the database; idempotent."""
-        assert self.store is not None and self.config is not None
-        row = await self.store.get_campaign(campaign_id)
-        if row is None:
-            raise ConfigError(f"no campaign {campaign_id!r}")
-        if action == "pause":
-            if row.state in ("stopped", "completed", "paused"):
-                return row.state
-            row = await self.store.set_campaign_state(campaign_id, "paused", "paused by operator")
-        elif action == "stop":
-            if row.state in ("stopped", "completed"):
-                return row.state
-            row = await self.store.set_campaign_state(campaign_id, "stopped", "stopped by operator")
-        elif action == "resume":
-            if row.state != "paused":
-                return row.state
-            if row.reason == paused_in_file(campaign_id):
-                raise ConfigError(
-                    f"campaign {campaign_id!r} has paused: true in campaigns.d/"
-                    f"{campaign_id}.yaml — set paused: false there (the file decides)"
-                )
-            # Back to sending; the conductor moves it to waiting/completed if nothing is due.
-            row = await self.store.set_campaign_state(campaign_id, "sending", None)
+        """pause / resume / stop, written to the database (campaigns/control.py); idempotent."""
+        assert self.store is not None
+        state = await control.set_state(self.store, campaign_id, action)
         if self.dispatcher and action in ("pause", "stop"):
             self.dispatcher.active.discard(campaign_id)
         self.poke()
-        return row.state
+        return state
+
+    # ------------------------------------------------------------ web.ports.DaemonView
+
+    async def control(self, campaign_id: str, action: str) -> str:
+        return await self.set_state(campaign_id, action)
+
+    async def retry(self, campaign_id: str, statuses: Sequence[str]) -> int:
+        assert self.store is not None
+        count = await control.retry(self.store, campaign_id, statuses, now=time.time())
+        self.poke()
+        return count
+
+    def wake(self) -> None:
+        self.poke()
+
+    def health(self) -> tuple[bool, str]:
+        ok = self.run_state == "running"
+        return ok, "" if ok else f"campaignd is {self.run_state}"
+
+    def limits_snapshot(self, now: float) -> Mapping[str, Any]:
+        return self.limiter.snapshot(now) if self.limiter else {}
+
+    def in_flight(self, service_id: str | None = None) -> int:
+        if self.dispatcher is None:
+            return 0
+        if service_id is None:
+            return self.dispatcher.inflight()
+        return self.dispatcher.inflight_of(service_id)
+
+    def breaker_snapshot(self, service_id: str, now: float) -> dict[str, object] | None:
+        breaker = self.dispatcher.breakers.get(service_id) if self.dispatcher else None
+        return breaker.snapshot(now) if breaker is not None else None
+
+    def campaign_notes(
+        self, campaign_id: str, row: CampaignRow | None, now: float
+    ) -> dict[str, Any]:
+        return self.conductor.describe(campaign_id, row, now) if self.conductor else {}
+
+    def enroll_error(self, campaign_id: str) -> str | None:
+        return self.conductor.enroll_errors.get(campaign_id) if self.conductor else None
+
+    async def test_service(self, service_id: str, to: str | None) -> ServiceTestReport:
+        assert self.config is not None
+        return await test_service(service_id, self.config.services[service_id], to=to)

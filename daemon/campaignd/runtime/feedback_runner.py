@@ -20,15 +20,15 @@ from typing import Any, Final
 from ..config.model import Config, ImapFeedback, MaildirSource
 from ..config.secrets import resolve_secret
 from ..errors import SecretError
-from ..events import Applied, apply_all
+from ..feedback.apply import Applied, apply_all
 from ..feedback.event import FeedbackEvent
 from ..feedback.guard import guard_reason
 from ..feedback.imap import ImapReader
 from ..feedback.maildir import RESCAN, MaildirReader
 from ..feedback.recognize import recognize
-from ..feedback.verp import MultiVerp, decoder_for, signing_key
 from ..queue.store import Store
-from ..web.links import LinkSigner
+from ..tokens.links import LinkSigner
+from ..tokens.verp import MultiVerp, decoder_for, signing_key
 
 __all__ = ["FeedbackRunner"]
 

@@ -20,7 +20,7 @@ import jinja2
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from ..runtime.daemon import Daemon
+    from .ports import DaemonView
 
 __all__ = [
     "DAEMON",
@@ -34,7 +34,7 @@ __all__ = [
     "render_html",
 ]
 
-DAEMON: web.AppKey[Daemon] = web.AppKey("daemon")
+DAEMON: web.AppKey[DaemonView] = web.AppKey("daemon")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # Object ids as config/model.py allows them, with a length cap: an id from a URL is checked

@@ -2,7 +2,7 @@
 
 Two estimates, and the later one wins:
 
-* the planner's (``plan.schedule.simulate``): the pending messages under the campaign's and
+* the planner's (``plan.simulate.simulate``): the pending messages under the campaign's and
   its services' rates, warm-up caps and send window, starting now — the limits make it a
   lower bound;
 * the observed one: pending messages at the rate the campaign was really sent at during the
@@ -19,8 +19,8 @@ from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from ..config.model import Campaign, Config
-from ..plan.schedule import ServiceCapacity, simulate
-from ..planning import zone_key
+from ..plan.campaign import zone_key
+from ..plan.simulate import ServiceCapacity, simulate
 
 __all__ = ["estimate_finish"]
 

@@ -3,8 +3,9 @@
 No bearer token: the providers cannot send one. Instead every request is verified the
 provider's way (``feedback.webhooks``) before a single event is read; a missing or wrong
 signature is answered 401 and changes nothing. Verified events go down the one event path
-(``events.apply_feedback`` through the daemon's ``FeedbackRunner``) as *authenticated*, and
-their dedupe keys make a provider's retry — or a replayed request — change nothing.
+(``feedback.apply`` through the daemon's feedback runner, ``ports.FeedbackPort``) as
+*authenticated*, and their dedupe keys make a provider's retry — or a replayed request —
+change nothing.
 
 SNS (SES) signs with a certificate it serves over HTTPS; it is fetched through ``FETCH`` (an
 injectable coroutine, so tests serve a locally made certificate) and cached per URL. The
@@ -14,7 +15,6 @@ same fetch confirms an SNS subscription: SNS sends a signed ``SubscriptionConfir
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -35,11 +35,11 @@ from ..feedback.webhooks import (
     ses_events,
     verify_postmark,
 )
-from ..runtime.feedback_runner import FeedbackRunner
+from .common import DAEMON
+from .ports import FeedbackPort
 
 if TYPE_CHECKING:
     from ..config.model import Webhooks
-    from ..runtime.daemon import Daemon
 
 __all__ = ["CERTS", "FETCH", "PROVIDERS", "Fetch", "add_routes", "https_get"]
 
@@ -72,19 +72,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/hooks/{provider}", hook)
     app.setdefault(FETCH, https_get)
     app[CERTS] = {}
-    # /api/status reports feedback (unmatched mail, sources) without api.py knowing about it.
-    app.middlewares.append(_status_feedback)
-
-
-def _daemon(app: web.Application) -> Daemon:
-    from .api import DAEMON  # api imports this module: resolved at call time
-
-    return app[DAEMON]
-
-
-def _runner(app: web.Application) -> FeedbackRunner | None:
-    runner = getattr(_daemon(app), "feedback", None)
-    return runner if isinstance(runner, FeedbackRunner) else None
 
 
 def _answer(status: int, **data: Any) -> web.Response:
@@ -93,11 +80,11 @@ def _answer(status: int, **data: Any) -> web.Response:
 
 async def hook(request: web.Request) -> web.Response:
     provider = request.match_info["provider"]
-    daemon = _daemon(request.app)
-    runner = _runner(request.app)
-    if runner is None or daemon.config is None:
+    view = request.app[DAEMON]
+    runner = view.feedback
+    if runner is None or view.config is None:
         return _answer(503, error="campaignd is starting; try again")
-    hooks = daemon.config.settings.webhooks
+    hooks = view.config.settings.webhooks
     spec = getattr(hooks, provider, None) if provider in PROVIDERS else None
     if spec is None:
         return _answer(
@@ -136,7 +123,7 @@ async def _verify_and_map(
     hooks: Webhooks,
     body: bytes,
     now: datetime,
-    runner: FeedbackRunner,
+    runner: FeedbackPort,
 ) -> list[FeedbackEvent] | ConfirmSubscription:
     if provider == "sendgrid":
         assert hooks.sendgrid is not None
@@ -177,24 +164,3 @@ def _secret(ref: Any, provider: str, name: str) -> str:
     if ref is None:
         raise ValueError(f"add {name}_env, {name}_file or {name}_credential to webhooks.{provider}")
     return resolve_secret(ref)
-
-
-@web.middleware
-async def _status_feedback(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    response = await handler(request)
-    if request.path != "/api/status" or request.method != "GET":
-        return response
-    if not isinstance(response, web.Response) or response.status != 200:
-        return response
-    runner = _runner(request.app)
-    if runner is None or not isinstance(response.body, bytes):
-        return response
-    data = json.loads(response.body)
-    if not isinstance(data, dict):
-        return response
-    feedback = await runner.status()
-    data["feedback"] = feedback
-    data["unmatched"] = feedback["unmatched"]
-    return web.json_response(data)

@@ -3,7 +3,7 @@
 A per-app ``CollectorRegistry`` holds one custom collector. Each scrape first gathers a
 ``Snapshot`` of the daemon (config generation, campaign counts and queue depth from the
 database, limiter use, breakers) — the only part that awaits — and then renders the registry
-synchronously from that snapshot and from the dispatcher's in-process ``observe.STATS``
+synchronously from that snapshot and from the daemon's in-process ``stats.DeliveryStats``
 (outcome counters, reply classes, the send latency histogram). Nothing is kept between scrapes
 but those counters, so what is exported is never stale.
 
@@ -31,13 +31,13 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
 
 from .. import __version__
-from ..observe import STATS, DeliveryStats
 from ..queue.rows import EVENT_COUNTERS
 from ..queue.tables import CAMPAIGN_STATES, MESSAGE_STATUSES
+from ..stats import DeliveryStats
 from .common import DAEMON
 
 if TYPE_CHECKING:
-    from ..runtime.daemon import Daemon
+    from .ports import DaemonView
 
 __all__ = ["CampaignSample", "DaemonCollector", "ServiceSample", "Snapshot", "add_routes", "gather"]
 
@@ -109,29 +109,27 @@ def _limits(snapshot: Mapping[str, Any]) -> Iterator[LimitSample]:
             yield LimitSample("campaign", cid, r["rate"], r["used"], r["cap"])
 
 
-async def gather(daemon: Daemon, now: float | None = None) -> Snapshot:
+async def gather(view: DaemonView, now: float | None = None) -> Snapshot:
     """Everything the collector exports that is not an in-process counter."""
     now = time.time() if now is None else now
-    store, config = daemon.store, daemon.config
+    store, config = view.store, view.config
     assert store is not None and config is not None
-    limits = daemon.limiter.snapshot(now) if daemon.limiter else {}
-    dispatcher = daemon.dispatcher
-    breakers = dispatcher.breakers if dispatcher else {}
+    limits = view.limits_snapshot(now)
     services = []
     for sid, svc in sorted(config.services.items()):
         use = limits.get("services", {}).get(sid) or {}
         warmup = use.get("warmup") or {}
-        breaker = breakers.get(sid)
+        breaker = view.breaker_snapshot(sid, now) or {}
         services.append(
             ServiceSample(
                 id=sid,
-                in_flight=dispatcher.inflight_of(sid) if dispatcher else 0,
+                in_flight=view.in_flight(sid),
                 max_connections=svc.max_connections,
                 sent_today=int(use.get("sent_today", 0)),
                 warmup_day=warmup.get("day"),
                 warmup_cap=warmup.get("cap"),
-                breaker_state=breaker.state(now) if breaker else "closed",
-                breaker_failures=breaker.failures if breaker else 0,
+                breaker_state=str(breaker.get("state", "closed")),
+                breaker_failures=int(str(breaker.get("failures", 0))),
             )
         )
     campaigns = []
@@ -145,15 +143,15 @@ async def gather(daemon: Daemon, now: float | None = None) -> Snapshot:
                 statuses={s: counts.counts.get(s, 0) for s in MESSAGE_STATUSES},
                 events={k: counts.counts.get(k, 0) for k in EVENT_COUNTERS},
                 next_due=await store.next_due([row.id]) if pending else None,
-                send_rate=STATS.send_rate(row.id, now),
+                send_rate=view.stats.send_rate(row.id, now),
             )
         )
-    problems: Counter[str] = Counter(p.severity for p in daemon.problems)
+    problems: Counter[str] = Counter(p.severity for p in view.problems)
     return Snapshot(
-        run_state=daemon.run_state,
-        started_at=daemon.started_at,
+        run_state=view.run_state,
+        started_at=view.started_at,
         generation=config.generation,
-        loaded_at=daemon.loaded_at,
+        loaded_at=view.loaded_at,
         problems=dict(problems),
         campaigns=tuple(campaigns),
         services=tuple(services),
@@ -319,6 +317,6 @@ def make_registry(stats: DeliveryStats) -> tuple[CollectorRegistry, DaemonCollec
     return registry, collector
 
 
-def add_routes(app: web.Application, stats: DeliveryStats = STATS) -> None:
+def add_routes(app: web.Application, stats: DeliveryStats) -> None:
     app[REGISTRY], app[COLLECTOR] = make_registry(stats)
     app.router.add_get("/metrics", metrics)

@@ -25,11 +25,11 @@ from aiohttp import web
 from .common import DAEMON, html_page, render_html
 
 if TYPE_CHECKING:
-    from ..runtime.daemon import Daemon
+    from .ports import DaemonView
 
 __all__ = ["REFRESH_MS", "StatusFn", "add_routes", "view"]
 
-StatusFn = Callable[["Daemon"], Awaitable[dict[str, Any]]]
+StatusFn = Callable[["DaemonView"], Awaitable[dict[str, Any]]]
 STATUS: web.AppKey[StatusFn] = web.AppKey("status-data")
 REFRESH_MS: Final = 2000
 

@@ -16,10 +16,9 @@ from typing import Final
 from aiohttp import web
 from yarl import URL
 
-from ..observe import STATS
 from ..queue.rows import EventIn, MessageRow
+from ..tokens.links import BadToken, MessageRef
 from .common import DAEMON
-from .links import BadToken, MessageRef
 from .unsubscribe import signer_of
 
 __all__ = ["PIXEL", "add_routes"]
@@ -53,7 +52,7 @@ async def _record(request: web.Request, row: MessageRow, kind: str, detail: str 
         )
     )
     if new:
-        STATS.feedback_event(kind, "tracking")
+        request.app[DAEMON].stats.feedback_event(kind, "tracking")
 
 
 async def pixel(request: web.Request) -> web.Response:

@@ -21,10 +21,9 @@ from typing import Final
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from ..observe import STATS
 from ..queue.rows import EventIn
+from ..tokens.links import BadToken, LinkSigner
 from .common import DAEMON, check_id, html_page
-from .links import BadToken, LinkSigner
 
 __all__ = ["add_routes", "unsubscribe"]
 
@@ -32,10 +31,10 @@ ONE_CLICK: Final = "One-Click"
 
 
 def signer_of(request: web.Request) -> LinkSigner:
-    dispatcher = request.app[DAEMON].dispatcher
-    if dispatcher is None:
+    signer = request.app[DAEMON].signer
+    if signer is None:
         raise web.HTTPServiceUnavailable(reason="campaignd is starting")
-    return dispatcher.composer.signer
+    return signer
 
 
 async def unsubscribe(request: web.Request, campaign_id: str, recipient: str, source: str) -> bool:
@@ -70,7 +69,7 @@ async def unsubscribe(request: web.Request, campaign_id: str, recipient: str, so
             campaign_id=campaign_id, at=now,
         )  # fmt: skip
     else:
-        STATS.feedback_event("unsubscribed", source)
+        request.app[DAEMON].stats.feedback_event("unsubscribed", source)
     return new
 
 

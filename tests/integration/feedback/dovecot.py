@@ -25,6 +25,8 @@ from pathlib import Path
 from tests.integration.smtp.servers import TlsFiles
 
 DOVECOT = "/usr/sbin/dovecot"
+# dovecot-core alone has the master but no IMAP: the tests need both binaries of dovecot-imapd.
+IMAP_BINARIES = ("/usr/lib/dovecot/imap", "/usr/lib/dovecot/imap-login")
 USER = "bounces@acme.test"
 PASSWORD = "imap-test-secret"
 
@@ -58,9 +60,11 @@ class Dovecot:
         return pw.pw_name, pw.pw_uid, pw.pw_gid
 
     def write_config(self) -> Path:
-        if not os.path.exists(DOVECOT):
+        missing = [b for b in (DOVECOT, *IMAP_BINARIES) if not os.path.exists(b)]
+        if missing:
             raise Missing(
-                f"{DOVECOT} not found — apt-get install dovecot-imapd (.ci/system-deps.sh)"
+                f"{', '.join(missing)} not found — apt-get install dovecot-imapd "
+                "(.ci/system-deps.sh)"
             )
         name, uid, gid = self._owner()
         # The login and mail processes run as `name`: they must reach their sockets and files.

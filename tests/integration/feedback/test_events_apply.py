@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from campaignd.events import apply_feedback
 from campaignd.feedback import FeedbackEvent, VerpCodec, recognize
+from campaignd.feedback.apply import apply_feedback
 from campaignd.feedback.event import Kind, make_dedupe_key
 from campaignd.queue.store import Outcome, Store
 from tests.integration.store.factory import T0, WORKER, seed

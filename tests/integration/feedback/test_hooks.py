@@ -29,9 +29,9 @@ from cryptography.x509.oid import NameOID
 from campaignd.config.model import Config, Service, Settings, Webhooks
 from campaignd.queue.store import Outcome, Store
 from campaignd.runtime.feedback_runner import FeedbackRunner
+from campaignd.tokens.links import LinkSigner
 from campaignd.web import hooks
-from campaignd.web.api import DAEMON
-from campaignd.web.links import LinkSigner
+from campaignd.web.common import DAEMON
 from tests.integration.store.factory import WORKER, seed
 
 MAILGUN_KEY = "key-mailgun-test"

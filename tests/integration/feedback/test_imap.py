@@ -16,7 +16,7 @@ from campaignd.config.model import Campaign, Config, ImapFeedback, ImapSource, S
 from campaignd.feedback.imap import ImapReader
 from campaignd.queue.store import Outcome, Store
 from campaignd.runtime.feedback_runner import FeedbackRunner
-from campaignd.web.links import LinkSigner
+from campaignd.tokens.links import LinkSigner
 from tests.integration.store.factory import T0, WORKER, seed
 
 from .conftest import MakeDovecot

@@ -15,9 +15,9 @@ import dns.rrset
 import pytest
 
 from campaignd.config.load import load_root
-from campaignd.ctl import main as ctl
-from campaignd.lint import DnsError, dns_resolver, lint_campaign
-from tests.unit.feedback.test_lint import PEM, SIGNER, dkim_line, write_root
+from campaignd.ctl.deliverability import DnsError, dns_resolver, lint_campaign
+from campaignd.ctl.main import main as ctl
+from tests.unit.ctl.test_deliverability import PEM, SIGNER, dkim_line, write_root
 
 
 class TxtServer:

@@ -17,10 +17,10 @@ import pytest
 
 from campaignd.config.model import Campaign, Config, MaildirSource, Service, Settings
 from campaignd.feedback.maildir import MaildirReader, cur_name
-from campaignd.feedback.verp import codec_for
 from campaignd.queue.store import Outcome, Store
 from campaignd.runtime.feedback_runner import FeedbackRunner
-from campaignd.web.links import LinkSigner
+from campaignd.tokens.links import LinkSigner
+from campaignd.tokens.verp import codec_for
 from tests.integration.store.factory import T0, WORKER, seed
 
 from .samples import personalize

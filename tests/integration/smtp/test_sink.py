@@ -14,13 +14,15 @@ from pathlib import Path
 
 import pytest
 
+from campaignd.ctl.sink import parse_listen, start_sink, subject_of
 from campaignd.delivery.smtp import Envelope, SmtpPool
-from campaignd.sink import parse_listen, start_sink, subject_of
 
 from .conftest import MakePool, envelope
 from .servers import refused_port, service_for
 
-RUN_SINK = "import sys; from campaignd.sink import run_sink; sys.exit(run_sink(sys.argv[1], None))"
+RUN_SINK = (
+    "import sys; from campaignd.ctl.sink import run_sink; sys.exit(run_sink(sys.argv[1], None))"
+)
 CHILD_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
 
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from campaignd.feedback.verp import VerpCodec
 from campaignd.feedback.webhooks import BadPayload, BadSignature, mailgun_events
+from campaignd.tokens.verp import VerpCodec
 
 SIGNING_KEY = "key-3ax6xnjp29jd6fds4gc373sgvjxteol0"
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)

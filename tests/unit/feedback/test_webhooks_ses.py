@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 
-from campaignd.feedback.verp import VerpCodec
 from campaignd.feedback.webhooks import BadSignature, ConfirmSubscription, ses_events, verify_sns
+from campaignd.tokens.verp import VerpCodec
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 CERT_URL = "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-0000.pem"

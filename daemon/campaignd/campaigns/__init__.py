@@ -1,0 +1,1 @@
+"""The campaign lifecycle: enrollment, state passes (conductor) and operator transitions."""

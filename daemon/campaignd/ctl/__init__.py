@@ -1,0 +1,1 @@
+"""campaignctl: validate, preview, plan, lint and the API-backed control commands."""

@@ -1,0 +1,5 @@
+"""``python -m campaignd.ctl`` is campaignctl."""
+
+from .main import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Signed tokens: unsubscribe and tracking links, VERP return paths. Pure HMAC, no HTTP."""
