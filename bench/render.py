@@ -23,7 +23,8 @@ from jinja2 import StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 
 from campaignd.config.model import Template
-from campaignd.render import PreparedTemplate, RenderContext, make_message_id
+from campaignd.render.headers import make_message_id
+from campaignd.render.message import PreparedTemplate, RenderContext
 
 SUBJECT = "{{ first_name }}, a shorter week for {{ company }}"
 TEXT = """Hi {{ first_name }},
