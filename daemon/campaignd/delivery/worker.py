@@ -86,6 +86,8 @@ class Dispatcher:
     active: set[str] = field(default_factory=set)
     conditions: Conditions = field(default_factory=Conditions)
     stats: DeliveryStats = field(default_factory=DeliveryStats)
+    on_progress: Callable[[], None] | None = None
+    """Called on every pass of the claim loop (the runtime's supervisor watches it)."""
 
     def __post_init__(self) -> None:
         self._wake = asyncio.Event()
@@ -133,11 +135,23 @@ class Dispatcher:
         _, still = await asyncio.wait(pending, timeout=timeout)
         return len(still)
 
+    async def cancel_in_flight(self, grace: float) -> int:
+        """Cancel every send still running and give them ``grace`` seconds to unwind; their
+        rows stay ``sending`` for the caller to settle as uncertain. Returns how many."""
+        pending = [t for t in self._tasks if not t.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=grace)
+        return len(pending)
+
     # ------------------------------------------------------------ main loop
 
     async def run(self) -> None:
         while not self._stopping:
             self._wake.clear()
+            if self.on_progress is not None:
+                self.on_progress()
             if not self.active:
                 await self._wait(None)
                 continue

@@ -51,6 +51,7 @@ from ..tokens.links import LinkSigner, load_or_create_key
 from ..web.api import start_api
 from .clock import Clock
 from .feedback_runner import FeedbackRunner
+from .supervisor import Supervisor
 from .systemd import Notifier, progress_lines, status_line
 from .watcher import Watcher
 
@@ -58,6 +59,10 @@ log = logging.getLogger("campaignd")
 
 RunState = Literal["starting", "running", "draining", "stopped"]
 TICK = 2.0  # how often campaign states are advanced when nothing wakes the conductor
+STALLED_AFTER = 300.0
+"""A loop that should be passing (the dispatcher with campaigns sending, the conductor) but
+has not for this long makes the daemon unhealthy: /healthz 503, no watchdog ping."""
+EXIT_GRACE = 1.0  # after drain_timeout: how long cancelled sends get to unwind
 PROGRESS_EVERY = 10.0  # seconds between the journald progress lines of busy campaigns
 
 
@@ -105,6 +110,7 @@ class Daemon:
         self.feedback: FeedbackRunner | None = None
         self.signer: LinkSigner | None = None
         self.stats = DeliveryStats()
+        self.supervisor = Supervisor()
         self.token: str | None = None
         self.api_port: int | None = None
         self.ready = asyncio.Event()
@@ -190,7 +196,7 @@ class Daemon:
         for sid, t in old_transports.items():
             if self.transports.get(sid) is not t:
                 # In-flight sessions finish on the old pool; it closes when they are done.
-                asyncio.create_task(t.close(), name=f"close-{sid}")  # noqa: RUF006
+                self.supervisor.spawn(f"close-{sid}", t.close())
         self.config = config
         self.problems = result.problems
         self.loaded_at = time.time()
@@ -320,6 +326,7 @@ class Daemon:
                 worker_id=self.worker_id,
                 on_auto_pause=self._auto_pause,
                 stats=self.stats,
+                on_progress=lambda: self.supervisor.progress("dispatcher"),
             )
             # The clock only rings alarms; the conductor derives them from config + database
             # on every pass, so a restart or reload needs no job store of its own.
@@ -366,14 +373,14 @@ class Daemon:
             stack.push_async_callback(self.watcher.stop)
             stack.push_async_callback(self._finish_reload)  # runs first: LIFO
 
-            dispatch = asyncio.create_task(self.dispatcher.run(), name="dispatcher")
-            ticker = asyncio.create_task(self._tick_loop(), name="conductor")
+            self.supervisor.start("dispatcher", self.dispatcher.run)
+            self.supervisor.start("conductor", self._tick_loop)
+            stack.push_async_callback(self.supervisor.stop)  # jobs and loops still running
             self.run_state = "running"
             self.ready.set()
             self.notifier.ready(self._status_line())
             if (interval := self.notifier.watchdog_interval) is not None:
-                pinger = asyncio.create_task(self._watchdog(interval), name="watchdog")
-                stack.callback(pinger.cancel)
+                self.supervisor.start("watchdog", lambda: self._watchdog(interval))
             log.info(
                 "campaignd %s running: config %s, database %s, API http://%s",
                 __version__,
@@ -384,18 +391,19 @@ class Daemon:
             await self._stop.wait()
 
             self.run_state = "draining"
-            ticker.cancel()
+            await self.supervisor.stop(["conductor"])
             timeout = config.settings.drain_timeout.total_seconds()
             still = await self.dispatcher.drain(0.0 if self._forced else timeout)
-            dispatch.cancel()
-            # Bounded: a cancellation swallowed deep inside a driver must not hang the exit.
-            _, stuck = await asyncio.wait({ticker, dispatch}, timeout=10.0)
-            for task in stuck:
-                log.warning("task %s did not stop in time; leaving it", task.get_name())
             if still:
+                # drain_timeout bounds the exit: what is still talking to a relay is cancelled
+                # and marked uncertain below (it may have been delivered; never resent).
                 log.warning(
-                    "%d messages still in flight after %.0fs: left for recovery", still, timeout
+                    "%d messages still in flight after %.0fs: cancelled, marked uncertain",
+                    still,
+                    timeout,
                 )
+                await self.dispatcher.cancel_in_flight(EXIT_GRACE)
+            await self.supervisor.stop(["dispatcher"], timeout=EXIT_GRACE)
             await store.release_claims(worker=self.worker_id, now=time.time())
         self.run_state = "stopped"
         log.info("campaignd stopped")
@@ -412,22 +420,36 @@ class Daemon:
             loop.remove_signal_handler(sig)
 
     async def _close_transports(self) -> None:
+        # Bounded: a relay that stalls its QUIT must not hold the exit.
         for t in self.transports.values():
             with contextlib.suppress(Exception):
-                await t.close()
+                await asyncio.wait_for(t.close(), timeout=EXIT_GRACE)
 
     def _status_line(self) -> str:
         sending = len(self.dispatcher.active) if self.dispatcher else 0
         in_flight = self.dispatcher.inflight() if self.dispatcher else 0
         sent = sum(n for (_, _, st), n in self.stats.outcomes.items() if st == "sent")
         errors = sum(1 for p in self.problems if p.severity == "error")
-        return status_line(in_flight, sending, sent, errors)
+        line = status_line(in_flight, sending, sent, errors)
+        ok, why = self._engine_health()
+        return line if ok else f"{line}; NOT HEALTHY: {why}"
 
     async def _watchdog(self, interval: float) -> None:
-        """Pinged from the event loop itself: a loop stuck for the whole WatchdogSec gets the
+        """Pinged from the event loop itself, and only while the engine is healthy: a loop
+        stuck, or an engine that cannot make progress, for the whole WatchdogSec gets the
         daemon restarted by systemd, which is the point."""
+        was_ok = True
         while True:
-            self.notifier.watchdog()
+            ok, why = self._engine_health()
+            if ok:
+                self.notifier.watchdog()
+            if ok != was_ok:
+                (log.info if ok else log.error)(
+                    "engine %s", "healthy again" if ok else f"not healthy: {why}"
+                )
+                self.notifier.status(self._status_line())
+                was_ok = ok
+            self.supervisor.progress("watchdog")
             await asyncio.sleep(interval)
 
     def _report_progress(self) -> None:
@@ -442,21 +464,20 @@ class Daemon:
         self.notifier.status(self._status_line())
 
     async def _tick_loop(self) -> None:
+        """The conductor's passes; an error ends the loop and the supervisor restarts it."""
         assert self.conductor is not None and self.store is not None
         while self.run_state in ("starting", "running"):
             # Cleared before the pass, so a poke that arrives during it (an alarm, a reload)
             # makes another pass instead of being lost.
             self._wake.clear()
-            try:
-                await self.conductor.tick()
-                # Another daemon sharing the database may have died mid-send: its rows'
-                # leases run out and they become uncertain, exactly like ours after a crash.
-                lost = await self.store.reclaim_expired(now=time.time())
-                if lost:
-                    log.warning("%d messages of a vanished daemon marked uncertain", lost)
-                self._report_progress()
-            except Exception:
-                log.exception("campaign state pass failed; retrying shortly")
+            await self.conductor.tick()
+            # Another daemon sharing the database may have died mid-send: its rows'
+            # leases run out and they become uncertain, exactly like ours after a crash.
+            lost = await self.store.reclaim_expired(now=time.time())
+            if lost:
+                log.warning("%d messages of a vanished daemon marked uncertain", lost)
+            self._report_progress()
+            self.supervisor.progress("conductor")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=TICK)
 
@@ -478,7 +499,7 @@ class Daemon:
             log.error("campaign %s %s", campaign_id, reason)
             self.poke()
 
-        asyncio.create_task(pause(), name=f"auto-pause-{campaign_id}")  # noqa: RUF006
+        self.supervisor.spawn(f"auto-pause-{campaign_id}", pause())
 
     # ------------------------------------------------------------ used by the API
 
@@ -506,8 +527,37 @@ class Daemon:
         self.poke()
 
     def health(self) -> tuple[bool, str]:
-        ok = self.run_state == "running"
-        return ok, "" if ok else f"campaignd is {self.run_state}"
+        if self.run_state != "running":
+            return False, f"campaignd is {self.run_state}"
+        return self._engine_health()
+
+    def _engine_health(self) -> tuple[bool, str]:
+        """Can the engine make progress? (Whatever the run state: draining still pings.)"""
+        store_health = getattr(self.store, "health", None)
+        if store_health is not None and not store_health.ok:
+            return False, store_health.reason
+        failing = self.supervisor.failing()
+        if failing:
+            loop = failing[0]
+            return (
+                False,
+                f"the {loop.name} loop keeps failing ({loop.failures}×): {loop.last_error}",
+            )
+        now = time.time()
+        for name, busy in (
+            ("conductor", True),
+            ("dispatcher", bool(self.dispatcher and self.dispatcher.active)),
+        ):
+            watched = self.supervisor.loops.get(name)
+            if watched is None or not busy or watched.state != "running":
+                continue
+            since = max(watched.last_progress, watched.started_at)
+            if now - since > STALLED_AFTER:
+                return False, f"the {name} loop has made no progress for {now - since:.0f}s"
+        return True, ""
+
+    def loops_snapshot(self) -> dict[str, dict[str, Any]]:
+        return self.supervisor.snapshot()
 
     def limits_snapshot(self, now: float) -> Mapping[str, Any]:
         return self.limiter.snapshot(now) if self.limiter else {}

@@ -92,6 +92,9 @@ class Snapshot:
     campaigns: tuple[CampaignSample, ...] = ()
     services: tuple[ServiceSample, ...] = ()
     limits: tuple[LimitSample, ...] = ()
+    healthy: bool = True
+    loops: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Supervised loop → its snapshot (runtime/supervisor.py)."""
 
 
 def _limits(snapshot: Mapping[str, Any]) -> Iterator[LimitSample]:
@@ -156,6 +159,8 @@ async def gather(view: DaemonView, now: float | None = None) -> Snapshot:
         campaigns=tuple(campaigns),
         services=tuple(services),
         limits=tuple(_limits(limits)),
+        healthy=view.health()[0],
+        loops=view.loops_snapshot(),
     )
 
 
@@ -175,6 +180,22 @@ def families(snap: Snapshot, stats: DeliveryStats) -> Iterator[Any]:
     up = _gauge("running", "1 while the daemon runs (0 while draining at shutdown)")
     up.add_metric([], 1.0 if snap.run_state == "running" else 0.0)
     yield up
+    healthy = _gauge("healthy", "1 while the engine can make progress (what /healthz answers)")
+    healthy.add_metric([], 1.0 if snap.healthy else 0.0)
+    yield healthy
+    progress = _gauge(
+        "loop_last_progress_timestamp_seconds",
+        "when each supervised loop last completed a pass (epoch seconds)",
+        ["loop"],
+    )
+    restarts = _counter(
+        "loop_restarts", "times each supervised loop failed and restarted", ["loop"]
+    )
+    for name, loop in sorted(snap.loops.items()):
+        progress.add_metric([name], float(loop.get("last_progress") or 0.0))
+        restarts.add_metric([name], float(loop.get("restarts") or 0))
+    yield progress
+    yield restarts
     start = _gauge("start_time_seconds", "when this daemon process started (epoch seconds)")
     start.add_metric([], snap.started_at)
     yield start

@@ -76,6 +76,9 @@ class DaemonView(Protocol):
     def health(self) -> tuple[bool, str]:
         """(engine making progress, why not) for ``/healthz``."""
 
+    def loops_snapshot(self) -> Mapping[str, Mapping[str, Any]]:
+        """The supervised loops: state, restarts, failures, last error, last progress."""
+
     def limits_snapshot(self, now: float) -> Mapping[str, Any]:
         """Rates, warm-up and slow-downs in use (``delivery.limits.Limiter.snapshot``)."""
 

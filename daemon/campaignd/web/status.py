@@ -134,6 +134,7 @@ async def status_data(view: DaemonView) -> dict[str, Any]:
         }
     ids = await campaign_ids(view)
     campaigns = [s for cid in ids if (s := await summary(view, cid)) is not None]
+    healthy, why = view.health()
     out: dict[str, Any] = {
         "version": __version__,
         "state": view.run_state,
@@ -147,6 +148,11 @@ async def status_data(view: DaemonView) -> dict[str, Any]:
             {"file": p.file, "line": p.line, "message": p.message, "severity": p.severity}
             for p in view.problems
         ],
+        "health": {"ok": healthy, "reason": why or None},
+        "loops": {
+            name: {**loop, "last_progress": iso(loop.get("last_progress"))}
+            for name, loop in view.loops_snapshot().items()
+        },
         "in_flight": view.in_flight(),
         "services": services,
         "campaigns": campaigns,

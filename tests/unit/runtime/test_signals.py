@@ -71,3 +71,40 @@ async def test_a_second_sigterm_exits_without_waiting_for_a_stalled_send(
         assert counts.get("sent", 0) == 0
     finally:
         await store.close()
+
+
+async def test_drain_timeout_bounds_the_exit_even_while_a_relay_stalls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One SIGTERM, drain_timeout 1s, a DATA that never answers: the daemon cancels the send
+    after the timeout, marks it uncertain and exits 0 — it does not wait for the relay."""
+    monkeypatch.setenv("CAMPAIGND_LISTEN", "127.0.0.1:0")
+    with RecordingServer() as smtp:
+        smtp.stall("data")
+        root = make_root(
+            tmp_path,
+            {
+                "campaignd.yaml": "timezone: UTC\ndrain_timeout: 1s\n",
+                "services.d/sink.yaml": (
+                    f'from: "Acme <news@acme.example>"\nhost: 127.0.0.1\nport: {smtp.port}\n'
+                    "security: none\nmax_connections: 1\ntimeout: 1h\n"
+                ),
+            },
+        )
+        daemon = Daemon(root)
+        run = asyncio.create_task(daemon.run())
+        await asyncio.wait_for(daemon.ready.wait(), 30)
+        assert await asyncio.to_thread(smtp.wait_stalled, 1, 15.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+        # Without the bound this waits for the relay, which only answers after release().
+        rc = await asyncio.wait_for(run, 15)
+        assert rc == 0 and not smtp.messages
+        smtp.release()
+
+    assert daemon.config is not None
+    store = await Store.open(database_url(daemon.config), root=root, day_zone=ZoneInfo("UTC"))
+    try:
+        counts = (await store.counts("launch")).counts
+        assert counts.get("uncertain") == 1 and counts.get("queued") == 1
+    finally:
+        await store.close()
