@@ -345,7 +345,11 @@ class Daemon:
             # Feedback mailboxes, the webhooks' event path and deliverability guards; the
             # runner follows self.config across reloads on its own (runtime/feedback_runner.py).
             self.feedback = FeedbackRunner(
-                store, lambda: self.config, signer=signer, on_pause=self._auto_pause
+                store,
+                lambda: self.config,
+                signer=signer,
+                on_pause=self._auto_pause,
+                supervisor=self.supervisor,
             )
             await self.feedback.start()
             stack.push_async_callback(self.feedback.close)

@@ -29,6 +29,7 @@ from ..feedback.recognize import recognize
 from ..queue.store import Store
 from ..tokens.links import LinkSigner
 from ..tokens.verp import MultiVerp, decoder_for, signing_key
+from .supervisor import Supervisor
 
 __all__ = ["FeedbackRunner"]
 
@@ -52,6 +53,7 @@ class FeedbackRunner:
         on_pause: Callable[[str, str], object],
         clock: Callable[[], float] = time.time,
         rescan: float = RESCAN,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.store = store
         self.config = config
@@ -60,8 +62,10 @@ class FeedbackRunner:
         self.clock = clock
         self.rescan = rescan
         self.readers: dict[Spec, Reader] = {}
-        self._tasks: dict[Spec, asyncio.Task[None]] = {}
-        self._loops: list[asyncio.Task[None]] = []
+        # The daemon's supervisor restarts a source or loop that fails (runtime/supervisor.py).
+        self.supervisor = supervisor if supervisor is not None else Supervisor()
+        self._tasks: dict[Spec, str] = {}  # source → its supervised loop's name
+        self._loops = ("feedback-config", "feedback-guards")
         self._generation: int | None = None
         self._guard_wake = asyncio.Event()
         self._pausing: set[str] = set()
@@ -70,20 +74,12 @@ class FeedbackRunner:
 
     async def start(self) -> None:
         self._sync_sources()
-        self._loops = [
-            asyncio.create_task(self._follow_config(), name="feedback-config"),
-            asyncio.create_task(self._guard_loop(), name="feedback-guards"),
-        ]
+        self.supervisor.start("feedback-config", self._follow_config)
+        self.supervisor.start("feedback-guards", self._guard_loop)
 
     async def close(self) -> None:
-        tasks = [*self._loops, *self._tasks.values()]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):  # shutting down
-                await task
+        await self.supervisor.stop([*self._loops, *self._tasks.values()])
         self._tasks.clear()
-        self._loops.clear()
 
     async def _follow_config(self) -> None:
         while True:
@@ -91,6 +87,7 @@ class FeedbackRunner:
             config = self.config()
             if config is not None and config.generation != self._generation:
                 self._sync_sources()
+            self.supervisor.progress("feedback-config")
 
     def _sync_sources(self) -> None:
         """Start readers for new ``feedback:`` entries, stop those that are gone."""
@@ -100,7 +97,7 @@ class FeedbackRunner:
         self._generation = config.generation
         wanted = list(dict.fromkeys(config.settings.feedback))
         for spec in [s for s in self._tasks if s not in wanted]:
-            self._tasks.pop(spec).cancel()
+            self.supervisor.cancel(self._tasks.pop(spec))
             self.readers.pop(spec, None)
             log.info("feedback source %s removed", _describe(spec))
         for spec in wanted:
@@ -108,7 +105,9 @@ class FeedbackRunner:
                 continue
             reader = self._reader(config, spec)
             self.readers[spec] = reader
-            self._tasks[spec] = asyncio.create_task(reader.run(), name=f"feedback-{reader.name}")
+            name = f"feedback-{reader.name}"
+            self.supervisor.start(name, reader.run)
+            self._tasks[spec] = name
             log.info("feedback source %s started", reader.name)
 
     def _reader(self, config: Config, spec: Spec) -> Reader:
@@ -168,12 +167,8 @@ class FeedbackRunner:
             if gap > 0:
                 await asyncio.sleep(gap)
             last = time.monotonic()
-            try:
-                await self.check_guards()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("guard check failed; trying again shortly")
+            await self.check_guards()  # a failure: the supervisor logs it and restarts the loop
+            self.supervisor.progress("feedback-guards")
             # The counts scan each guarded campaign's rows: on a large queue, look less often.
             spent = time.monotonic() - last
             interval = min(max(GUARD_MIN, spent * 20), GUARD_MAX)

@@ -76,6 +76,13 @@ class Supervisor:
         self.loops[name] = Loop(name, started_at=self.clock())
         self._tasks[name] = asyncio.create_task(self._guard(name, run), name=name)
 
+    def cancel(self, name: str) -> None:
+        """Stop loop ``name`` without waiting (a feedback source removed from the config)."""
+        task = self._tasks.pop(name, None)
+        if task is not None:
+            task.cancel()
+        self.loops.pop(name, None)
+
     def progress(self, name: str) -> None:
         loop = self.loops.get(name)
         if loop is not None:
