@@ -79,6 +79,12 @@ DEAD_MAILBOX: Final[tuple[tuple[str, re.Pattern[str]], ...]] = tuple(
             r"\b(wasn'?t|was\s+not|couldn'?t\s+be|could\s+not\s+be|cannot\s+be|can'?t\s+be)"
             r"\s+found",
         ),
+        # Yahoo "This user doesn't have a yahoo.com account".
+        (
+            "has no account",
+            r"\b(user|recipient|addressee)\s+(does\s+not|doesn'?t)\s+have\s+an?\s+[\w.-]+"
+            r"\s+account\b",
+        ),
         # Exchange 5.5/2003 "The recipient name is not recognized".
         ("not recognized", r"\b(recipient|user|addressee)( name)? (is )?not recogni[sz]ed"),
         # "invalid recipient", "invalid mailbox", "not a valid recipient".
@@ -100,7 +106,7 @@ DEAD_MAILBOX: Final[tuple[tuple[str, re.Pattern[str]], ...]] = tuple(
         # The address is closed for good: "This address no longer exists".
         (
             "no longer exists",
-            r"\b(address|account|mailbox|user)\b[^.;:!?]{0,40}\bno\s+longer\s+(exists|valid)",
+            r"\b(address|account|mailbox|user)\b[^.;:!?]{0,40}\bno\s+longer\s+(exists?|valid)",
         ),
         # German, French, Spanish, Portuguese, Italian as European MTAs write them.
         (
