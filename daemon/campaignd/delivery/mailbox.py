@@ -171,8 +171,11 @@ def deciding_status(status: str | None, text: str) -> str | None:
 
 def names_recipient(status: str) -> bool:
     """Whether a specific enhanced code says the *recipient's* address is bad (5.1.x)."""
-    klass, subject, detail = status.split(".")
-    return klass == "5" and subject == "1" and int(detail) in _RECIPIENT_DETAILS
+    klass, _, rest = status.partition(".")
+    subject, _, detail = rest.partition(".")
+    return (
+        klass == "5" and subject == "1" and detail.isdigit() and int(detail) in _RECIPIENT_DETAILS
+    )
 
 
 def dead_mailbox_phrase(text: str) -> str | None:
