@@ -146,7 +146,7 @@ def _preview_args(p: argparse.ArgumentParser) -> None:
 
 
 # The API-backed commands come after plan in the help, as they always have.
-from . import remote  # noqa: E402, F401 - registers them
+from .main import remote  # noqa: E402, F401 - registers them
 
 # ------------------------------------------------------------------ plan
 

@@ -7,8 +7,9 @@ Temporary versus permanent is decided here and nowhere else (RFC 5321 §4.2.1, R
 - other 4xx (451, 452, …): ``deferred``, retried with the service's backoff; one that says it
   is rate limiting ("too many messages", "rate limited") slows the service down as well.
 - 5xx with an RFC 3463 address status ``5.1.x`` naming the *recipient* (at RCPT or later):
-  ``bounced`` — the address is suppressed. A bare 5xx whose text says the user does not exist
-  counts too, unless the text reads like a policy block.
+  ``bounced`` — the address is suppressed. A 5xx with no enhanced code or a generic one
+  (``5.0.0``, ``5.3.0``) whose text says the mailbox does not exist counts too, unless the text
+  reads like a policy block (``delivery.mailbox``: one table for replies and bounce reports).
 - any other 5xx (policy blocks ``5.7.x``, content rejections, a refused sender): ``failed`` —
   the message fails but the address is not suppressed.
 - no reply at all (connection dropped, timeout): ``deferred``.
@@ -19,6 +20,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Literal, TypeVar
+
+from .mailbox import mailbox_does_not_exist
 
 Stage = Literal["connect", "ehlo", "starttls", "auth", "mail", "rcpt", "data", "eod"]
 Kind = Literal["sent", "deferred", "bounced", "failed"]
@@ -40,24 +43,9 @@ TEXT_LIMIT = 300
 _ENHANCED_RE = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?=\s|$)")
 # Stages where a 5.1.x names the recipient; at MAIL or before it names our sender or session.
 _RECIPIENT_STAGES = frozenset({"rcpt", "data", "eod"})
-# 5.1.x details about the recipient's address (5.1.7/5.1.8 are the sender's, 5.1.5/5.1.9 are
-# not address failures at all).
-_RECIPIENT_DETAILS = frozenset({0, 1, 2, 3, 4, 6, 10})
-_USER_UNKNOWN_RE = re.compile(
-    r"user unknown|unknown user|no such (user|mailbox|recipient|address|account)"
-    r"|(mailbox|user|recipient|address|account) (does not exist|doesn't exist|not found|unknown)"
-    r"|(recipient|user|mailbox) (address )?(rejected|invalid)|invalid (recipient|mailbox)"
-    r"|unrouteable address|not a valid (mailbox|recipient)",
-    re.IGNORECASE,
-)
 _THROTTLE_RE = re.compile(
     r"rate.?limit|too many (messages|mails|connections|sessions)|throttl|sending rate"
     r"|slow down|exceeded .*(rate|quota)",
-    re.IGNORECASE,
-)
-_POLICY_RE = re.compile(
-    r"policy|spam|block|blacklist|denylist|reputation|reject(ed)? (by|for|due)|abuse"
-    r"|rbl|spamhaus|dnsbl|relay(ing)? (denied|not permitted|access denied)|not permitted",
     re.IGNORECASE,
 )
 
@@ -137,10 +125,7 @@ def classify(code: int | None, text: str, *, stage: Stage) -> Reply:
 def _names_bad_recipient(enhanced: str | None, text: str, stage: Stage) -> bool:
     if stage not in _RECIPIENT_STAGES:
         return False
-    if enhanced is not None:
-        _, subject, detail = enhanced.split(".")
-        return subject == "1" and int(detail) in _RECIPIENT_DETAILS
-    return bool(_USER_UNKNOWN_RE.search(text)) and not _POLICY_RE.search(text)
+    return mailbox_does_not_exist(enhanced, text)
 
 
 def find_cause(exc: BaseException, kind: type[_E]) -> _E | None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from email.message import Message
 from typing import Literal
 
-from .mailparse import address_of, header, message_ids
+from .mailparse import address_of, body_text, header, message_ids, report_lines
 from .reports import field_blocks, find_report
 
 __all__ = ["DsnRecipient", "DsnReport", "parse_dsn", "status_code"]
@@ -56,8 +56,9 @@ def parse_dsn(msg: Message) -> DsnReport | None:
     parts = find_report(msg, "message/delivery-status")
     if parts is None:
         return None
+    text: list[str] = []  # the human-readable part, read only when a block needs it
     recipients = tuple(
-        _recipient(block)
+        _recipient(block, msg, text)
         for block in field_blocks(parts.machine)
         if block.get("Final-Recipient") is not None or block.get("Original-Recipient") is not None
     )
@@ -68,17 +69,46 @@ def parse_dsn(msg: Message) -> DsnReport | None:
     return DsnReport(recipients, original_id, parts.original)
 
 
-def _recipient(block: Message) -> DsnRecipient:
+def _recipient(block: Message, msg: Message, text: list[str]) -> DsnRecipient:
     recipient = address_of(header(block, "Original-Recipient")) or address_of(
         header(block, "Final-Recipient")
     )
     action = (header(block, "Action") or "").lower().split(" ")[0]
     diagnostic = header(block, "Diagnostic-Code")
     status = status_code(header(block, "Status")) or status_code(diagnostic)
-    detail = _DIAG_TYPE.sub("", diagnostic) if diagnostic else f"{action or 'no action'}"
+    if diagnostic:
+        detail = _DIAG_TYPE.sub("", diagnostic)
+    else:
+        # No Diagnostic-Code (OpenSMTPD, PMDF, …): the reason is only in the human-readable
+        # part ("email@example.net: Domain does not exist"), and with a generic Status: 5.0.0
+        # it is what tells a dead address from a full mailbox.
+        if not text:
+            text.append(body_text(msg))
+        detail = _said_about(text[0], recipient) or f"{action or 'no action'}"
     if status and status not in detail:
         detail = f"{status} {detail}"
     return DsnRecipient(recipient, _outcome(action, status), status, detail)
+
+
+def _said_about(text: str, address: str | None) -> str | None:
+    """What the report's prose says about ``address``: from the line naming it to the next
+    blank line (the reason often sits on the lines below the address), on one line."""
+    if not address:
+        return None
+    lines = report_lines(text)
+    wanted = address.lower()
+    for i, line in enumerate(lines):
+        at = line.lower().find(wanted)
+        if at < 0:
+            continue
+        said = [line[at + len(wanted) :].strip(" \t:>\"'")]
+        for following in lines[i + 1 : i + 4]:
+            if not following.strip():
+                break
+            said.append(following)
+        flat = " ".join(" ".join(said).split())
+        return flat[:300] if flat else None
+    return None
 
 
 def _outcome(action: str, status: str | None) -> Outcome:

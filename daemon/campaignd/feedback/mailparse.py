@@ -32,6 +32,7 @@ __all__ = [
     "parse_headers",
     "parse_mail",
     "referenced_ids",
+    "report_lines",
 ]
 
 TEXT_LIMIT: Final = 64 * 1024  # characters of body text scanned; a bounce says it early
@@ -41,6 +42,20 @@ MAX_AGE: Final = timedelta(days=30)
 _MSGID = re.compile(r"<([^<>\s]+)>")
 _ADDR_TYPE = re.compile(r"^\s*(rfc822|x-[\w.-]+|utf-8|unknown)\s*;", re.IGNORECASE)
 _BARE_MSGID = re.compile(r"^[^<>\s@]+@[^<>\s@]+$")
+# What mail readers that could not split a MIME mail leave in its text: part headers,
+# boundaries and the "this is a MIME message" preamble. None of it is a report's words.
+_MIME_HEADER: Final = re.compile(
+    r"^\s*(content-[\w-]+|mime-version|x-mime-autoconverted)\s*:", re.IGNORECASE
+)
+_BOUNDARY: Final = re.compile(r"--[^\s]{6,}")
+_PREAMBLE: Final = re.compile(
+    r"this\s+is\s+a\s+multi-?part\s+message\s+in\s+mime\s+format\.?"
+    r"|this\s+is\s+a\s+mime[- ]encapsulated\s+message\.?"
+    r"|this\s+(message|is\s+a\s+message)\s+(is\s+)?in\s+mime\s+format\.?"
+    r"(\s+since\s+your\s+mail\s+reader\s+does\s+not\s+understand\s+this\s+format,"
+    r"\s+some\s+or\s+all\s+of\s+this\s+message\s+may\s+not\s+be\s+legible\.)?",
+    re.IGNORECASE,
+)
 
 
 def parse_mail(raw: bytes) -> Message:
@@ -184,3 +199,20 @@ def _collect_text(part: Message, chunks: list[str]) -> None:
     if part.get_content_subtype() == "html":
         text = re.sub(r"<[^>]*>", " ", text)
     chunks.append(text)
+
+
+def report_lines(text: str) -> list[str]:
+    """The lines of a bounce's text without MIME headers, boundaries and preambles."""
+    lines: list[str] = []
+    in_header = False
+    for line in _PREAMBLE.sub("", text).splitlines():
+        if _MIME_HEADER.match(line):
+            in_header = True
+            continue
+        if in_header and line[:1] in (" ", "\t") and line.strip():
+            continue  # a folded MIME header (Content-Type: text/plain;\n\tcharset=…)
+        in_header = False
+        if _BOUNDARY.fullmatch(line.strip()):
+            continue
+        lines.append(line)
+    return lines

@@ -18,6 +18,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from campaignd.delivery.classify import Reply, classify, parse_enhanced
+from campaignd.delivery.mailbox import (
+    DEAD_MAILBOX,
+    dead_mailbox_phrase,
+    deciding_status,
+    is_generic,
+    mailbox_does_not_exist,
+    names_recipient,
+)
 from campaignd.delivery.smtp import connection_failure
 from campaignd.errors import SecretError
 
@@ -207,6 +215,113 @@ def test_classify_is_total_and_consistent(code: int | None, text: str, stage: st
         assert reply.kind in ("failed", "bounced")
         if reply.kind == "bounced":  # only a recipient can bounce, never the session
             assert stage in ("rcpt", "data", "eod")
-            assert reply.enhanced is None or reply.enhanced.startswith("5.1.")
+            # a generic code (5.0.0, 5.3.0) leaves it to the words (delivery.mailbox)
+            assert (
+                reply.enhanced is None
+                or reply.enhanced.startswith("5.1.")
+                or (is_generic(reply.enhanced))
+            )
     if reply.enhanced is not None:
         assert reply.enhanced[0] == str(code)[0]
+
+
+# ------------------------------------------- "the mailbox does not exist" (delivery.mailbox)
+
+# Real-world replies and DSN diagnostics as (enhanced status or None, text, dead?). The same
+# table decides for an SMTP reply at RCPT (classify) and for a bounce report (events, through
+# classify with the report's Status): a generic status (X.0.0, 5.3.0) leaves it to the text.
+PHRASINGS = [
+    # Postfix DSN for a remote reply without an enhanced code: Status 5.0.0.
+    ("5.0.0", "host mx.oldmail.example[198.51.100.7] said: 550 unknown user "
+     "<ann@oldmail.example> (in reply to RCPT TO command)", True),
+    ("5.0.0", "host mx.dom.example[192.0.2.1] said: 550 {mx001-rz3} <anne@dom.example>... "
+     "User unknown or not available - Empfaenger unbekannt oder nicht erreichbar", True),
+    ("5.0.0", "550 <lee@mailhost.example>... User unknown", True),
+    # Sendmail: 553 with the generic 5.3.0.
+    ("5.3.0", "553 5.3.0 <kai@corp.example>... No such user here", True),
+    ("5.3.0", "553 5.3.0 <a@example.net>... Addressee unknown, relay=[205.208.202.10]", True),
+    # Exim.
+    (None, "550 Unrouteable address", True),
+    ("5.0.0", "550-Verification failed for <x@example.org>\n550 unknown local-part", True),
+    # Exchange / Office 365.
+    ("5.1.10", "RESOLVER.ADR.RecipientNotFound; Recipient not found by SMTP address lookup",
+     True),
+    (None, "The recipient name is not recognized", True),
+    ("5.0.0", "550 5.0.0 RESOLVER.ADR.RecipNotFound; not found", True),
+    (None, "The email address you entered couldn't be found.", True),
+    # Gmail.
+    ("5.1.1", "The email account that you tried to reach does not exist. Please try "
+     "double-checking the recipient's email address", True),
+    ("5.0.0", "550-The email account that you tried to reach does not exist.", True),
+    # qmail, MDaemon, Domino, Yahoo.
+    (None, "Sorry, no mailbox here by that name. (#5.1.1)", True),
+    (None, "There is no user by that name at this server.", True),
+    (None, "This user doesn't have a yahoo.com account (x@example.com) [0]", True),
+    (None, "userx@example.it, but this email address is wrong or no longer valid.", True),
+    (None, "550 Benutzer unbekannt", True),
+    (None, "550 utente inesistente", True),
+    ("5.0.0", "Domain does not exist", True),
+    (None, "550 Host unknown", True),
+    (None, "553 invalid recipient", True),
+    (None, "L'adresse de messagerie référencée ci-dessus n'existe pas.", True),
+    (None, "El buzón no existe", True),
+    # A relay's generic Status over the remote's specific code: the specific code decides.
+    ("5.0.0", "host mx.example[192.0.2.9] said: 550 5.1.1 <x@example.com>: Recipient "
+     "address rejected: User unknown in virtual mailbox table", True),
+    ("5.0.0", "host mx.example[192.0.2.9] said: 550 5.7.1 unknown user? spam suspected",
+     False),
+    # A specific code is authoritative, whatever the words.
+    ("5.7.1", "550 5.7.1 User unknown; blocked by policy", False),
+    ("5.2.2", "552 5.2.2 Mailbox full: user unknown quota", False),
+    ("5.1.1", "550 5.1.1 Recipient address rejected", True),
+    # Not the address: policy, full mailboxes, RFC 5321's stock text, the sender's domain.
+    ("5.0.0", "550 Requested action not taken: mailbox unavailable", False),
+    ("5.0.0", "550 unknown user; rejected by policy", False),
+    ("5.3.0", "553 5.3.0 Message rejected due to spam content", False),
+    (None, "552 Quota violation for userx@example.com", False),
+    ("5.0.0", "554 No Resent-From field given", False),
+    ("5.0.0", "553 Sender address rejected: Domain not found", False),
+    ("5.0.0", "550 Recipient address rejected: Access denied", False),
+    ("5.0.0", "failed", False),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("status", "text", "dead"), PHRASINGS)
+def test_mailbox_phrasings(status: str | None, text: str, dead: bool) -> None:
+    assert mailbox_does_not_exist(status, text) is dead
+    # The SMTP reply path reads the same table: the code in front of the text, at RCPT.
+    reply = classify(550, f"{status} {text}" if status else text, stage="rcpt")
+    assert reply.kind == ("bounced" if dead else "failed")
+    # Never at MAIL FROM: there a 5xx is about our sender or the session.
+    assert classify(550, f"{status} {text}" if status else text, stage="mail").kind == "failed"
+
+
+def test_every_table_row_is_exercised_by_a_real_phrasing() -> None:
+    used = {dead_mailbox_phrase(text) for _, text, dead in PHRASINGS if dead}
+    assert {name for name, _ in DEAD_MAILBOX} <= used
+
+
+@pytest.mark.parametrize(
+    ("status", "generic"),
+    [(None, True), ("5.0.0", True), ("4.0.0", True), ("5.3.0", True), ("5.5.0", True),
+     ("5.2.0", True), ("5.1.0", False), ("5.1.1", False), ("5.7.0", False), ("5.4.0", False),
+     ("5.3.4", False), ("5.2.2", False)],
+)  # fmt: skip
+def test_generic_statuses(status: str | None, generic: bool) -> None:
+    assert is_generic(status) is generic
+
+
+def test_the_deciding_status() -> None:
+    assert deciding_status("5.1.1", "550 5.7.1 blocked") == "5.1.1"
+    assert deciding_status("5.0.0", "said: 550 5.1.1 user unknown") == "5.1.1"
+    assert deciding_status("5.0.0", "said: 550 5.0.0 user unknown") is None
+    # Another class, IP addresses and version numbers are not status codes.
+    assert deciding_status("5.0.0", "4.4.1 then 192.5.1.10 and Exim 4.92.3") is None
+    assert deciding_status(None, "#5.1.1") == "5.1.1"
+
+
+@given(status=st.one_of(st.none(), st.from_regex(r"\A5\.\d{1,3}\.\d{1,3}\Z")), text=st.text())
+def test_specific_codes_decide_alone(status: str | None, text: str) -> None:
+    dead = mailbox_does_not_exist(status, text)  # total: never raises
+    if status is not None and not is_generic(status):
+        assert dead == names_recipient(status)

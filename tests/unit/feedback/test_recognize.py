@@ -11,6 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from campaignd.feedback import FeedbackEvent, VerpCodec, recognize
+from campaignd.feedback.apply import suppresses_address
+from campaignd.feedback.mailparse import parse_mail
+from campaignd.feedback.nonstandard import diagnostic, looks_like_bounce
 
 MAILS = Path(__file__).parent / "mails"
 VERP = VerpCodec(b"test-verp-key", "bounces+{token}@mail.acme.example")
@@ -45,6 +48,19 @@ FIXTURES = {
     "postfix-dsn-user-unknown.eml": Want(
         "bounced", "jdoe@agency.example", "campaignd.4711.q4-outreach@mail.acme.example",
         4711, "5.1.1", True, "User unknown in virtual mailbox table",
+    ),
+    # Postfix's DSN for a remote reply without an enhanced code: Status 5.0.0, the words decide.
+    "postfix-dsn-5.0.0-unknown-user.eml": Want(
+        "bounced", "ann@oldmail.example", "campaignd.4716.q4-outreach@mail.acme.example",
+        4716, "5.0.0", True, "550 unknown user <ann@oldmail.example>",
+    ),
+    "postfix-dsn-5.0.0-sendmail-user-unknown.eml": Want(
+        "bounced", "lee@mailhost.example", "campaignd.4717.q4-outreach@mail.acme.example",
+        4717, "5.0.0", True, "550 <lee@mailhost.example>... User unknown",
+    ),
+    "postfix-dsn-5.3.0-no-such-user.eml": Want(
+        "bounced", "kai@corp.example", "campaignd.4718.q4-outreach@mail.acme.example",
+        None, "5.3.0", True, "553 5.3.0 <kai@corp.example>... No such user here",
     ),
     "postfix-dsn-delayed.eml": Want(
         "deferred_bounce", "mark@studio.example", "campaignd.4720.q4-outreach@mail.acme.example",
@@ -433,3 +449,161 @@ def test_never_raises_and_always_answers(raw: bytes) -> None:
 def test_header_soup_never_raises(headers: list[str], body: str) -> None:
     events = run(mail("\n".join(headers) or "X-Nothing: 1", body))
     assert events and all(len(e.dedupe_key) == 64 for e in events)
+
+
+# ------------------------------------------------------------------ dead addresses
+
+
+# Which fixture bounces say the address is dead, by the rule events.py applies.
+SUPPRESSES = {
+    "postfix-dsn-user-unknown.eml": True,
+    "postfix-dsn-5.0.0-unknown-user.eml": True,  # Status 5.0.0 + "550 unknown user"
+    "postfix-dsn-5.0.0-sendmail-user-unknown.eml": True,
+    "postfix-dsn-5.3.0-no-such-user.eml": True,  # Sendmail's generic 5.3.0
+    "gmail-dsn.eml": True,
+    "exchange-dsn.eml": True,
+    "exim-prose-bounce.eml": True,
+    "qmail-prose-bounce.eml": True,
+    "postfix-dsn-delayed.eml": False,
+}
+
+
+@pytest.mark.parametrize("name", sorted(SUPPRESSES))
+def test_dead_addresses_are_suppressed(name: str) -> None:
+    (e,) = run(fixture(name))
+    assert suppresses_address(e) is SUPPRESSES[name]
+
+
+def test_a_policy_block_behind_a_generic_status_keeps_the_address() -> None:
+    raw = fixture("postfix-dsn-5.0.0-unknown-user.eml").replace(
+        b"550 unknown user <ann@oldmail.example>",
+        b"550 unknown user <ann@oldmail.example> blocked by policy",
+    )
+    (e,) = run(raw)
+    assert (e.kind, e.status) == ("bounced", "5.0.0")
+    assert not suppresses_address(e)
+
+
+OPENSMTPD_DSN = b"""\
+Return-Path: <>
+Subject: Delivery status notification: error
+From: Mailer Daemon <MAILER-DAEMON@mx.relay.example>
+To: bounces@mail.acme.example
+Date: Tue, 1 Dec 2026 10:00:00 +0000
+MIME-Version: 1.0
+Content-Type: multipart/mixed;boundary="99/mx.relay.example"
+Message-ID: <f778c4a058120b20@mx.relay.example>
+
+This is a MIME-encapsulated message.
+
+--99/mx.relay.example
+Content-Type: text/plain; charset=us-ascii
+
+    An error has occurred while attempting to deliver a message for
+    the following list of recipients:
+
+sam@gone.example: Domain does not exist
+
+--99/mx.relay.example
+Content-Type: message/delivery-status
+
+Reporting-MTA: dns; mx.relay.example
+
+Final-Recipient: rfc822; sam@gone.example
+Action: error
+Status: 5.0.0
+
+--99/mx.relay.example--
+"""
+
+
+def test_a_dsn_without_diagnostic_code_takes_the_reason_from_its_prose() -> None:
+    # OpenSMTPD says why only in the human-readable part.
+    (e,) = run(OPENSMTPD_DSN)
+    assert (e.kind, e.recipient, e.status) == ("bounced", "sam@gone.example", "5.0.0")
+    assert e.detail == "5.0.0 Domain does not exist"
+    assert suppresses_address(e)
+    quota = OPENSMTPD_DSN.replace(b"Domain does not exist", b"Mailbox quota exceeded")
+    (e,) = run(quota)
+    assert e.detail == "5.0.0 Mailbox quota exceeded" and not suppresses_address(e)
+
+
+# ------------------------------------------------------------------ the non-standard gate
+
+
+@pytest.mark.parametrize(
+    ("headers", "is_bounce"),
+    [
+        ("Return-Path: <>\nFrom: x@relay.example\nSubject: hi", True),
+        ("Return-Path: <MAILER-DAEMON>\nFrom: Mail Delivery Subsystem <admin@d.example>\n"
+         "Subject: Automatically rejected mail", True),
+        ("Return-Path: <MAILER-DAEMON@sb7.example>\nSubject: Utilisateur non recensé", True),
+        ("Return-Path: <postmaster@btconnect.example>\nSubject: Report", True),
+        ("From: MDaemon@webmail.example\nSubject: Warning: x@y.example - User unknown!", True),
+        ("From: Mailer_Daemon@relay.example\nSubject: hi", True),
+        ("From: \"Mail Delivery System\" <bounce-handler@relay.example>\nSubject: x", True),
+        ("From: <Postmaster\\@example.com@xxx.example>\nSubject: Mail Delivery Warning", True),
+        ("From: relay@x.example\nSubject: Delivery Status Notification (Delay)", True),
+        # People, and people's subjects that mention mail.
+        ("Return-Path: <ann@studio.example>\nFrom: ann@studio.example\nSubject: Re: hello",
+         False),
+        ("From: postmaster-fan@x.example\nSubject: about our mail delivery", False),
+        ("From: daemon.tools@x.example\nSubject: warning about your invoice", False),
+    ],
+)  # fmt: skip
+def test_the_bounce_gate(headers: str, is_bounce: bool) -> None:
+    assert looks_like_bounce(parse_mail(mail(headers))) is is_bounce
+
+
+def test_a_mailer_daemon_return_path_alone_lets_a_prose_bounce_through() -> None:
+    raw = mail(
+        "Return-Path: <MAILER-DAEMON@relay.example>\nDate: Tue, 1 Dec 2026 10:00:00 +0000\n"
+        "From: Relay <notices@relay.example>\nSubject: Returned\nTo: bounces@mail.acme.example",
+        "Hi. This is the qmail-send program at relay.example.\n"
+        "I'm afraid I wasn't able to deliver your message to the following addresses.\n"
+        "This is a permanent error; I've given up. Sorry it didn't work out.\n\n"
+        "<sam@legacy.example>:\nSorry, no mailbox here by that name. (#5.1.1)\n",
+    )
+    (e,) = run(raw)
+    assert (e.kind, e.recipient, e.status) == ("bounced", "sam@legacy.example", "5.1.1")
+    assert suppresses_address(e)
+    # The same mail from a person's address, with a person's subject, is left alone.
+    person = raw.replace(b"<MAILER-DAEMON@relay.example>", b"<ann@studio.example>")
+    assert run(person)[0].kind == "unmatched"
+
+
+# ------------------------------------------------------------------ the diagnostic line
+
+
+def test_the_diagnostic_skips_mime_headers_and_preambles() -> None:
+    # A mail reader that could not split the parts leaves them in the text (microsoft_02).
+    text = (
+        "This message is in MIME format. Since your mail reader does not understand\n"
+        "this format, some or all of this message may not be legible.\n\n"
+        "------_=_NextPart_000_01C276B8.EB5EB90E\n"
+        'Content-Type: text/plain;\n\tcharset="iso-8859-1"\n'
+        "Content-Transfer-Encoding: 7bit\n\n"
+        "Your message did not reach the following recipient(s):\n\n"
+        "userx@example.com on Fri, 18 Oct 2002 09:13:24 -0600\n"
+        "    The recipient name is not recognized\n"
+    )
+    assert diagnostic(text) == "The recipient name is not recognized"
+    # The returned original's MIME header, with a 506 in its boundary, is not a reply code.
+    pasted = (
+        "The following message, addressed to 'userx@example.uk',\n"
+        "failed because it has not been collected after 30 days\n\n"
+        "Content-type: multipart/mixed; boundary=10.0.11.1.506.27298.1035738004\n"
+    )
+    found = diagnostic(pasted)
+    assert "Content" not in found and found.startswith("The following message")
+    # A line with a reply code still wins over everything else.
+    assert diagnostic("Hello.\nContent-Type: text/plain\n550 5.1.1 user unknown\n") == (
+        "550 5.1.1 user unknown"
+    )
+
+
+@given(st.text(max_size=2000))
+@settings(suppress_health_check=[HealthCheck.too_slow])
+def test_the_diagnostic_is_one_short_line(text: str) -> None:
+    found = diagnostic(text)
+    assert "\n" not in found and len(found) <= 300
