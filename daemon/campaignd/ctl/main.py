@@ -146,7 +146,7 @@ def _preview_args(p: argparse.ArgumentParser) -> None:
 
 
 # The API-backed commands come after plan in the help, as they always have.
-from .main import remote  # noqa: E402, F401 - registers them
+from . import remote  # noqa: E402, F401 - registers them
 
 # ------------------------------------------------------------------ plan
 
