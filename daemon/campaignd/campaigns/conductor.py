@@ -32,6 +32,11 @@ log = logging.getLogger("campaignd.campaigns")
 FINAL = {"stopped", "completed", "failed"}
 BATCH = 1000
 ENROLL_RETRY = 30.0
+QUIET_MAX = 60.0
+"""A campaign that is not sending (waiting, scheduled, paused, finished) is not read again
+until its next due time, an event (``invalidate``: an API call, a reload, an alarm, a changed
+list), or this long at most — a fallback for changes made by another daemon sharing the
+database. So a hundred idle campaigns cost one query per pass, not a hundred."""
 """Seconds before a failed enrollment (unreadable list) is tried again."""
 FILE_REMOVED = "file removed"
 FILE_BROKEN = "file has errors"
@@ -119,6 +124,7 @@ class Conductor:
         self.wakes: dict[str, float | None] = {}
         self.next_edition: dict[str, float | None] = {}
         self.next_step: dict[str, float | None] = {}
+        self._quiet: dict[str, tuple[float, Pass]] = {}  # cid → (look again at, last pass)
 
     # ------------------------------------------------------------ config
 
@@ -127,6 +133,7 @@ class Conductor:
         async with self._lock:
             old, self.config = self.config, config
             self.broken = set(broken)
+            self._quiet.clear()
             now = self.clock()
             for cid, campaign in config.campaigns.items():
                 prev = old.campaigns.get(cid)
@@ -180,6 +187,10 @@ class Conductor:
 
     # ------------------------------------------------------------ the pass
 
+    def invalidate(self) -> None:
+        """Something may have changed a campaign that is not sending: look at all again."""
+        self._quiet.clear()
+
     async def tick(self) -> None:
         """One pass over every campaign; cheap enough to run every few seconds."""
         async with self._lock:
@@ -187,7 +198,12 @@ class Conductor:
             active: set[str] = set()
             wakes: dict[str, float | None] = {}
             for cid, campaign in self.config.campaigns.items():
-                result = await self._advance(cid, campaign, now)
+                quiet = self._quiet.get(cid)
+                if quiet is not None and now < quiet[0]:
+                    result = quiet[1]
+                else:
+                    result = await self._advance(cid, campaign, now)
+                    self._note_quiet(cid, result, now)
                 if result.active and result.state == "sending":
                     active.add(cid)
                 wakes[cid] = result.wake
@@ -198,6 +214,15 @@ class Conductor:
             self.on_active(active)
             if self.on_wakes is not None:
                 self.on_wakes(wakes)
+
+    def _note_quiet(self, cid: str, result: Pass, now: float) -> None:
+        if result.active or cid in self._enrolling:
+            self._quiet.pop(cid, None)
+            return
+        until = now + QUIET_MAX
+        if result.wake is not None:
+            until = min(until, result.wake)
+        self._quiet[cid] = (until, result)
 
     async def _file_gone(self, row: CampaignRow) -> None:
         if row.id in self.broken:

@@ -229,7 +229,9 @@ class Daemon:
     # ------------------------------------------------------------ control
 
     def poke(self) -> None:
-        """Something changed (API, reload): advance campaign states now."""
+        """Something changed (API, reload, an alarm, a list): advance campaign states now."""
+        if self.conductor is not None:
+            self.conductor.invalidate()
         self._wake.set()
 
     def request_stop(self) -> None:
