@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,7 +33,7 @@ log = logging.getLogger("campaignd.campaigns")
 FINAL = {"stopped", "completed", "failed"}
 BATCH = 1000
 ENROLL_RETRY = 30.0
-QUIET_MAX = 60.0
+QUIET_MAX = 300.0
 """A campaign that is not sending (waiting, scheduled, paused, finished) is not read again
 until its next due time, an event (``invalidate``: an API call, a reload, an alarm, a changed
 list), or this long at most — a fallback for changes made by another daemon sharing the
@@ -125,6 +126,7 @@ class Conductor:
         self.next_edition: dict[str, float | None] = {}
         self.next_step: dict[str, float | None] = {}
         self._quiet: dict[str, tuple[float, Pass]] = {}  # cid → (look again at, last pass)
+        self._orphans_at = -math.inf  # when campaigns without a file were last looked for
 
     # ------------------------------------------------------------ config
 
@@ -134,6 +136,7 @@ class Conductor:
             old, self.config = self.config, config
             self.broken = set(broken)
             self._quiet.clear()
+            self._orphans_at = -math.inf
             now = self.clock()
             for cid, campaign in config.campaigns.items():
                 prev = old.campaigns.get(cid)
@@ -190,6 +193,7 @@ class Conductor:
     def invalidate(self) -> None:
         """Something may have changed a campaign that is not sending: look at all again."""
         self._quiet.clear()
+        self._orphans_at = -math.inf
 
     async def tick(self) -> None:
         """One pass over every campaign; cheap enough to run every few seconds."""
@@ -207,9 +211,13 @@ class Conductor:
                 if result.active and result.state == "sending":
                     active.add(cid)
                 wakes[cid] = result.wake
-            for row in await self.store.list_campaigns():
-                if row.id not in self.config.campaigns and row.state not in FINAL | {"paused"}:
-                    await self._file_gone(row)
+            if now - self._orphans_at >= QUIET_MAX:
+                # Rows without a file only appear through a reload (which invalidates) or
+                # another daemon: no need to list every campaign on every pass.
+                self._orphans_at = now
+                for row in await self.store.list_campaigns():
+                    if row.id not in self.config.campaigns and row.state not in FINAL | {"paused"}:
+                        await self._file_gone(row)
             self.wakes = wakes
             self.on_active(active)
             if self.on_wakes is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import signal
 import socket
@@ -62,6 +63,7 @@ TICK = 2.0  # how often campaign states are advanced when nothing wakes the cond
 STALLED_AFTER = 300.0
 """A loop that should be passing (the dispatcher with campaigns sending, the conductor) but
 has not for this long makes the daemon unhealthy: /healthz 503, no watchdog ping."""
+RECLAIM_EVERY = 15.0  # seconds between looks for the expired claims of a vanished daemon
 EXIT_GRACE = 1.0  # after drain_timeout: how long cancelled sends get to unwind
 PROGRESS_EVERY = 10.0  # seconds between the journald progress lines of busy campaigns
 
@@ -472,16 +474,20 @@ class Daemon:
     async def _tick_loop(self) -> None:
         """The conductor's passes; an error ends the loop and the supervisor restarts it."""
         assert self.conductor is not None and self.store is not None
+        reclaimed_at = -math.inf
         while self.run_state in ("starting", "running"):
             # Cleared before the pass, so a poke that arrives during it (an alarm, a reload)
             # makes another pass instead of being lost.
             self._wake.clear()
             await self.conductor.tick()
-            # Another daemon sharing the database may have died mid-send: its rows'
-            # leases run out and they become uncertain, exactly like ours after a crash.
-            lost = await self.store.reclaim_expired(now=time.time())
-            if lost:
-                log.warning("%d messages of a vanished daemon marked uncertain", lost)
+            now = time.time()
+            if now - reclaimed_at >= RECLAIM_EVERY:
+                # Another daemon sharing the database may have died mid-send: its rows'
+                # leases run out and they become uncertain, exactly like ours after a crash.
+                reclaimed_at = now
+                lost = await self.store.reclaim_expired(now=now)
+                if lost:
+                    log.warning("%d messages of a vanished daemon marked uncertain", lost)
             self._report_progress()
             self.supervisor.progress("conductor")
             with contextlib.suppress(TimeoutError):
