@@ -11,6 +11,7 @@ from functools import lru_cache
 
 import idna
 
+from ..config.model import LIST_ID_RE
 from ..config.templates import CONTROL_CHARS
 
 
@@ -137,3 +138,20 @@ def header_address(address: str) -> str:
         return f"{local}@{header_domain(domain)}"
     except idna.IDNAError as exc:
         raise ValueError(address) from exc
+
+
+def list_id(campaign_id: str, name: str, sender_address: str, override: str | None = None) -> str:
+    """The value of a ``List-Id`` header (RFC 2919): ``Name <campaign-id.sender-domain>``.
+
+    ``override`` is the campaign's ``list_id:`` (validated by the model). The name is a phrase
+    encoded like a display name, so nothing from the config can start a new header line; an id
+    that would not be a dot-atom (an odd sender domain) falls back to ``campaignd.invalid``.
+    """
+    ident = override
+    if ident is None:
+        domain = sender_address.rpartition("@")[2].strip().lower()
+        ident = f"{campaign_id}.{header_domain(domain, fallback=_NO_DOMAIN) if domain else ''}"
+    if len(ident) > 255 or not LIST_ID_RE.fullmatch(ident):
+        ident = f"{campaign_id}.{_NO_DOMAIN}"
+    phrase = " ".join(CONTROL_CHARS.sub(" ", name).split())
+    return f"{display_name(phrase)} <{ident}>" if phrase else f"<{ident}>"
