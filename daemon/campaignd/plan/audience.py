@@ -34,6 +34,7 @@ from .audience_address import (
     address_digest,
     address_parts,
     domain_forms,
+    explain_invalid,
     parse_address,
 )
 from .audience_history import (
@@ -192,7 +193,9 @@ class Audience:
                 except EmailNotValidError as exc:
                     report.invalid += 1
                     if len(invalid_rows) < SAMPLES:
-                        invalid_rows.append(RowProblem(f"{name}:{line}", text, str(exc)))
+                        invalid_rows.append(
+                            RowProblem(f"{name}:{line}", text, explain_invalid(text, exc))
+                        )
                     continue
                 digest = address_digest(key)
                 if not seen.add(digest, index, line):
