@@ -29,6 +29,9 @@ from .values import Duration, HoursT, Percent, Rates, TimeZoneName
 DEFAULT_TOKEN_ENV = "CAMPAIGND_API_TOKEN"  # noqa: S105 - a variable name, not a secret
 DEFAULT_SECRET_ENV = "CAMPAIGND_SECRET"  # noqa: S105
 ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+# RFC 2919 list-id: a dot-atom with at least one dot (list-label "." namespace), ≤ 255 chars.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+LIST_ID_RE = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})+")
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -373,10 +376,16 @@ class Template(Frozen):
         reserved = {
             "from", "to", "subject", "date", "message-id", "mime-version", "content-type",
             "content-transfer-encoding", "list-unsubscribe", "list-unsubscribe-post", "reply-to",
+            "list-id",
         }  # fmt: skip
         for name in v:
             if not re.match(r"^[!-9;-~]+$", name):
                 raise ValueError(f"{name!r} is not a valid header name")
+            if name.lower() == "list-id":
+                raise ValueError(
+                    "header 'List-Id' is set by campaignd from the campaign — remove it from "
+                    "headers and set list_id: in the campaign instead"
+                )
             if name.lower() in reserved:
                 raise ValueError(
                     f"header {name!r} is set by campaignd — remove it from headers "
@@ -465,6 +474,11 @@ class Campaign(Frozen):
     filters: Filters = Filters()
     services: StrList
     from_: str | None = Field(None, alias="from", description="overrides the service's from:")
+    list_id: str | None = Field(
+        None,
+        description="RFC 2919 List-Id of marketing mail, e.g. q4.acme.example (default: "
+        "<campaign id>.<the sender's domain>)",
+    )
     start: datetime | None = None
     window: Window | None = None
     track: Track = Track()
@@ -482,6 +496,21 @@ class Campaign(Frozen):
         if not v:
             raise ValueError("the list is empty — name at least one")
         return v
+
+    @field_validator("list_id")
+    @classmethod
+    def _list_id(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        text = v.strip()
+        if text.startswith("<") and text.endswith(">"):
+            text = text[1:-1].strip()
+        if len(text) > 255 or not LIST_ID_RE.fullmatch(text):
+            raise ValueError(
+                f"{v!r} is not a list id like q4-outreach.acme.example (RFC 2919: a name, a "
+                "dot and a domain you control; letters, digits and -_. — no spaces or @)"
+            )
+        return text
 
     @model_validator(mode="after")
     def _steps(self) -> Campaign:

@@ -43,9 +43,10 @@ class ApiClient:
         return cls(base.rstrip("/"), token)
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
-        """JSON in, JSON out. A POST always sends a JSON body (``{}`` if none): the daemon
-        refuses state changes that look like a cross-site form post."""
-        if body is None and method in ("POST", "PUT", "PATCH"):
+        """JSON in, JSON out. A state change (POST, PUT, PATCH, DELETE) always sends a JSON
+        body (``{}`` if none): without a token the daemon refuses anything that could be a
+        cross-site form post, and a DELETE without a Content-Type looks like one (415)."""
+        if body is None and method in ("POST", "PUT", "PATCH", "DELETE"):
             body = {}
         data = None if body is None else json.dumps(body).encode()
         headers = {"Content-Type": "application/json"} if data is not None else {}

@@ -42,7 +42,15 @@ def cmd_lint(args: argparse.Namespace) -> int:
     try:
         findings = lint_campaign(result, args.campaign, resolver=resolver)
     except CampaigndError as exc:
-        Console(stderr=True).print(f"error: {exc}", markup=False)
+        from .commands import err, print_problems
+
+        # "has errors (listed above)": list them, this command does not validate first.
+        print_problems(result, only_for=args.campaign)
+        if args.json:
+            problems = [p.as_dict() for p in result.problems if p.object_id == args.campaign]
+            print(json.dumps({"campaign": args.campaign, "ok": False, "error": str(exc),
+                              "problems": problems}, indent=2))  # fmt: skip
+        err.print(f"error: {exc}", markup=False)
         return 1
     errors = sum(f.level == "error" for f in findings)
     if args.json:

@@ -15,12 +15,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from rich.table import Table
-
 from ..config.load import LoadResult
 from ..config.model import FILE_KINDS
 from ..errors import CampaigndError
-from .commands import COMMANDS, command, err, load, out, print_problems
+from .commands import (
+    COMMANDS,
+    add_json_flag,
+    command,
+    emit_json,
+    err,
+    load,
+    out,
+    print_problems,
+    print_table,
+)
 from .lint import add_lint_args, cmd_lint  # noqa: F401 - cmd_lint: see command()
 
 # ------------------------------------------------------------------ validate
@@ -112,16 +120,32 @@ def cmd_schema(args: argparse.Namespace) -> int:
 def _schema_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kind", choices=sorted(FILE_KINDS), help="only this file kind")
     p.add_argument("--out", metavar="DIR", help="write one <kind>.schema.json per kind into DIR")
+    p.add_argument("--json", action="store_true", help="accepted: the output is JSON already")
 
 
 # ------------------------------------------------------------------ preview
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
-    from .preview import preview_message
+    from .preview import preview_message, render_for
 
     result = load(args)
     try:
+        if args.json:
+            r = render_for(result, args.campaign, recipient=args.recipient, step=args.step)
+            emit_json(
+                {
+                    "campaign": args.campaign,
+                    "step": r.step,
+                    "template": r.template_id,
+                    "service": r.service_id,
+                    "recipient": r.recipient.email,
+                    "message_id": r.message.message_id,
+                    "subject": r.message.subject,
+                    "message": r.message.data.decode("utf-8", "replace"),
+                }
+            )
+            return 0
         text = preview_message(
             result,
             args.campaign,
@@ -131,7 +155,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
         )
     except CampaigndError as exc:
         print_problems(result, only_for=args.campaign)
-        err.print(f"error: {exc}")
+        err.print(f"error: {exc}", markup=False)
         return 1
     sys.stdout.write(text)
     return 0
@@ -143,6 +167,72 @@ def _preview_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recipient", metavar="EMAIL", help="default: the first recipient")
     p.add_argument("--step", type=int, default=1, help="drip step, 1-based (default 1)")
     p.add_argument("--raw", action="store_true", help="print the raw RFC 5322 bytes")
+    add_json_flag(p)
+
+
+# ------------------------------------------------------------------ send-test
+
+
+def cmd_send_test(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from ..delivery.servicetest import test_service
+    from .sendtest import build_test_message
+
+    result = load(args)
+    try:
+        tm = build_test_message(
+            result,
+            args.campaign,
+            to=args.to,
+            recipient=args.recipient,
+            step=args.step,
+            service_id=args.service,
+        )
+    except CampaigndError as exc:
+        print_problems(result, only_for=args.campaign)
+        if args.json:
+            emit_json({"ok": False, "campaign": args.campaign, "error": str(exc)})
+        err.print(f"error: {exc}", markup=False)
+        return 1
+    service = result.config.services[tm.service_id]
+    report = asyncio.run(
+        test_service(
+            tm.service_id,
+            service,
+            to=tm.to,
+            message=tm.data,
+            mail_from=tm.mail_from,
+            command="send-test",
+        )
+    )
+    if args.json:
+        emit_json({**tm.describe(), **report.as_dict(), "ok": report.ok})
+        return 0 if report.ok else 1
+    signed = f"DKIM-signed ({tm.dkim})" if tm.dkim else "not DKIM-signed (the service has no dkim:)"
+    out.print(
+        f"campaign {tm.campaign_id}, step {tm.step}, template {tm.template_id}, rendered for "
+        f"{tm.recipient}; subject {tm.subject!r}; {signed}; MAIL FROM <{tm.mail_from}>",
+        markup=False,
+    )
+    out.print(report.render(), markup=False)
+    if report.ok:
+        err.print(
+            f"note: the copy's unsubscribe link is {tm.recipient}'s own — following it "
+            f"unsubscribes {tm.recipient}; nothing was recorded against {tm.campaign_id}",
+            markup=False,
+        )
+    return 0 if report.ok else 1
+
+
+@command("send-test", "send one real message of a campaign to ADDR (nothing is recorded)")
+def _send_test_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("campaign")
+    p.add_argument("--to", metavar="ADDR", required=True, help="where the copy goes")
+    p.add_argument("--recipient", metavar="EMAIL", help="render for this row (default: the first)")
+    p.add_argument("--step", type=int, default=1, help="drip step, 1-based (default 1)")
+    p.add_argument("--service", help="send through this service (default: the campaign's first)")
+    add_json_flag(p)
 
 
 # The API-backed commands come after plan in the help, as they always have.
@@ -159,43 +249,73 @@ def cmd_plan(args: argparse.Namespace) -> int:
         plan = build_plan(result, args.campaign, now=datetime.now(UTC))
     except CampaigndError as exc:
         print_problems(result, only_for=args.campaign)
-        err.print(f"error: {exc}")
+        err.print(f"error: {exc}", markup=False)
         return 1
     if args.json:
-        print(json.dumps(plan.as_json(), indent=2, default=str))
+        emit_json(plan.as_json())
         return 0
     _print_plan(plan)
     return 0
 
 
+SAMPLES_SHOWN = 10
+
+
 def _print_plan(plan: Any) -> None:
     data = plan.as_json()
     out.print(f"[bold]{data['campaign']}[/bold] — {data['name']}", markup=True)
-    t = Table(show_header=False, box=None)
-    for key in ("audience", "invalid", "duplicates", "filtered", "suppressed"):
-        t.add_row(key, str(data[key]))
-    t.add_row("messages", str(data["messages"]))
-    out.print(t)
-    for sample in data.get("invalid_samples", [])[:10]:
-        out.print(f"  invalid: {sample}")
+    rows = [(k, data[k]) for k in ("audience", "invalid", "duplicates", "filtered", "suppressed")]
+    rows.append(("messages", data["messages"]))
+    for key, value in rows:
+        out.print(f"{key:<11} {value}")
+    for reason, count in sorted(data.get("filtered_by", {}).items()):
+        out.print(f"  filtered by {reason}: {count}", markup=False)
+    samples = data.get("invalid_samples", [])
+    for sample in samples[:SAMPLES_SHOWN]:
+        out.print(f"  invalid: {sample}", markup=False)
+    if data["invalid"] > min(len(samples), SAMPLES_SHOWN):
+        out.print(f"  … and {data['invalid'] - min(len(samples), SAMPLES_SHOWN)} more invalid rows")
     for field, count in data["missing_fields"].items():
-        out.print(f"  [yellow]missing field {field!r}: {count} recipients[/yellow]", markup=True)
+        out.print(
+            f"  [yellow]missing field {field!r}: {count} recipients (no column, or an empty "
+            "cell: default() applies, otherwise those messages fail)[/yellow]",
+            markup=True,
+        )
+    schedule = data.get("schedule")
+    if schedule:
+        editions = schedule["next_editions"]
+        out.print(
+            f"recurring: cron {schedule['cron']!r} — each edition goes to the audience of its "
+            "day; the volume below is one edition"
+        )
+        out.print(
+            "  next editions: " + (", ".join(editions) if editions else "none (never fires again)")
+        )
     if data["days"]:
-        days = Table("date", "messages", title="volume by day")
-        for d in data["days"][:60]:
-            days.add_row(str(d["date"]), str(d["messages"]))
-        if len(data["days"]) > 60:
-            days.add_row("…", f"{len(data['days']) - 60} more days")
-        out.print(days)
+        days = data["days"]
+        shown = [(d["date"], d["messages"]) for d in days[:60]]
+        if len(days) > 60:
+            shown.append(("…", f"{len(days) - 60} more days"))
+        print_table(("date", "messages"), shown, title="volume by day")
     for note in data["notes"]:
-        out.print(f"  note: {note}")
-    out.print(f"estimated finish: {data['finish'] or 'never (see notes)'}")
+        out.print(f"  note: {note}", markup=False)
+    out.print(f"estimated finish: {_finish_text(data)}", markup=False)
+
+
+def _finish_text(data: dict[str, Any]) -> str:
+    if data["finish"]:
+        return str(data["finish"])
+    if not data["messages"]:
+        return "nothing to send (no recipient is left after validation and filters)"
+    if data["notes"]:
+        return "never — " + "; ".join(data["notes"])
+    return "never — no message could be placed in a window under the rates"
 
 
 @command("plan", "who receives what and when, before anything is sent")
 def _plan_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("campaign")
-    p.add_argument("--json", action="store_true")
+    add_json_flag(p)
 
 
 def cmd_sink(args: argparse.Namespace) -> int:

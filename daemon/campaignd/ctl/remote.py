@@ -1,5 +1,7 @@
 """campaignctl's control commands: they talk to the running daemon's HTTP API (SPEC §4, §5)
-— status, pause/resume/stop, log, retry, delete, suppress and test-service."""
+— status, campaigns, pause/resume/stop, log, retry, delete, suppress and test-service.
+
+Every command takes ``--json``; tables go through ``print_table`` (TSV when piped)."""
 
 from __future__ import annotations
 
@@ -7,11 +9,19 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from rich.table import Table
-
-from .commands import Handler, command, config_root, err, load, out, print_problems
+from .commands import (
+    Handler,
+    command,
+    config_root,
+    emit_json,
+    err,
+    load,
+    out,
+    print_problems,
+    print_table,
+)
 
 # ------------------------------------------------------------------ control (HTTP API)
 
@@ -24,13 +34,23 @@ def api_call(args: argparse.Namespace, method: str, path: str, body: Any = None)
     )
 
 
-def _api_or_fail(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:
+def _api_or_fail(
+    args: argparse.Namespace,
+    method: str,
+    path: str,
+    body: Any = None,
+    *,
+    json_out: bool | None = None,
+) -> Any:
+    """The API's answer, or exit 1 saying why (as ``{"ok": false, "error": …}`` with --json)."""
     from ..errors import ApiError
 
     try:
         return api_call(args, method, path, body)
     except ApiError as exc:
-        err.print(f"error: {exc}")
+        if json_out if json_out is not None else getattr(args, "json", False):
+            emit_json({"ok": False, "error": str(exc)})
+        err.print(f"error: {exc}", markup=False)
         raise SystemExit(1) from None
 
 
@@ -51,32 +71,32 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"loaded {cfg['loaded_at']}, {data['in_flight']} in flight"
     )
     for p in data["load_errors"]:
-        out.print(f"  [yellow]{p['file']}:{p['line']}: {p['message']}[/yellow]", markup=True)
-    st = Table("service", "host", "rate", "breaker")
+        out.print(f"  {p['file']}:{p['line']}: {p['message']}", markup=False, style="yellow")
+    rows = []
     for s in data["services"].values():
         br = s.get("breaker") or {}
         state = br.get("state", "?")
         if br.get("reason"):
             state += f" ({br['reason']})"
-        st.add_row(s["id"], s["host"], ", ".join(s["rate"]) or "-", state)
-    out.print(st)
+        rows.append((s["id"], s["host"], ", ".join(s["rate"]) or "-", state))
+    print_table(("service", "host", "rate", "breaker"), rows)
     _print_campaigns(data["campaigns"])
     return 0
 
 
 def _print_campaigns(items: list[dict[str, Any]]) -> None:
-    t = Table(
-        "campaign", "state", "total", "sent", "queued", "deferred", "failed", "bounced", "eta"
-    )
+    rows = []
     for c in items:
         k = c.get("counts", {})
         state = c["state"] + (f" — {c['reason']}" if c.get("reason") else "")
-        t.add_row(
-            c["id"], state, str(c.get("total", 0)), str(k.get("sent", 0)), str(k.get("queued", 0)),
-            str(k.get("deferred", 0)), str(k.get("failed", 0)), str(k.get("bounced", 0)),
-            c.get("eta") or "-",
-        )  # fmt: skip
-    out.print(t)
+        rows.append((
+            c["id"], state, c.get("total", 0), k.get("sent", 0), k.get("queued", 0),
+            k.get("deferred", 0), k.get("failed", 0), k.get("bounced", 0), c.get("eta") or "-",
+        ))  # fmt: skip
+    print_table(
+        ("campaign", "state", "total", "sent", "queued", "deferred", "failed", "bounced", "eta"),
+        rows,
+    )
 
 
 @command("status", "daemon, services and campaigns at a glance")
@@ -84,11 +104,44 @@ def _status_args(p: argparse.ArgumentParser) -> None:
     _add_api_args(p)
 
 
+FINAL_STATES = frozenset({"stopped", "completed"})
+# What each action leaves a campaign in when it did what was asked.
+_DONE = {"pause": {"paused"}, "resume": {"sending", "waiting", "scheduled"}, "stop": {"stopped"}}
+
+
+def control_verdict(action: str, state: str) -> tuple[bool, str | None]:
+    """(ok, why not) for the state a pause/resume/stop answered — pure, for the table test.
+
+    The API is idempotent and answers the state; the operator needs to hear when the action
+    could not apply: stop is final, a completed campaign has nothing left to pause.
+    """
+    if state in _DONE[action]:
+        return True, None
+    if state in FINAL_STATES:
+        if action == "resume" and state == "stopped":
+            return False, "stop is final — a stopped campaign cannot be resumed"
+        if action == "stop":  # completed: nothing left to stop
+            return True, "already completed — nothing left to stop"
+        return False, f"the campaign is {state}, which is final — there is nothing to {action}"
+    if action == "resume":
+        return True, f"it was not paused ({state})"
+    return True, None
+
+
 def _control(action: str) -> Handler:
     def handle(args: argparse.Namespace) -> int:
-        data = _api_or_fail(args, "POST", f"/api/campaigns/{args.campaign}/{action}")
-        out.print(f"{data['id']}: {data['state']}")
-        return 0
+        from urllib.parse import quote
+
+        cid = quote(args.campaign, safe="")
+        data = _api_or_fail(args, "POST", f"/api/campaigns/{cid}/{action}", json_out=args.json)
+        ok, why = control_verdict(action, data["state"])
+        if args.json:
+            emit_json({**data, "action": action, "ok": ok, "message": why})
+        elif ok:
+            out.print(f"{data['id']}: {data['state']}" + (f" ({why})" if why else ""))
+        else:
+            err.print(f"{data['id']}: {data['state']} — cannot {action}: {why}", markup=False)
+        return 0 if ok else 1
 
     return handle
 
@@ -100,7 +153,7 @@ cmd_stop = _control("stop")
 
 def _campaign_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("campaign")
-    _add_api_args(p, json_flag=False)
+    _add_api_args(p)
 
 
 command("pause", "stop claiming new messages for a campaign (in-flight ones finish)")(_campaign_arg)
@@ -150,16 +203,16 @@ def cmd_log(args: argparse.Namespace) -> int:
             break
     rows = rows[: args.limit]
     if args.json:
-        print(json.dumps(rows, indent=2))
+        emit_json(rows)
         return 0
-    t = Table("id", "recipient", "step", "template", "service", "status", "attempts", "last error")
-    for r in rows:
-        t.add_row(
-            str(r["id"]), r["recipient"], str(r["step"]), r.get("template") or "",
-            r.get("service") or "", r["status"], str(r.get("attempts", 0)),
-            r.get("last_error") or "",
-        )  # fmt: skip
-    out.print(t)
+    print_table(
+        ("id", "recipient", "step", "template", "service", "status", "attempts", "last error"),
+        [
+            (r["id"], r["recipient"], r["step"], r.get("template") or "", r.get("service") or "",
+             r["status"], r.get("attempts", 0), r.get("last_error") or "")
+            for r in rows
+        ],
+    )  # fmt: skip
     if len(rows) == args.limit and after is not None:
         err.print(f"(first {args.limit} shown: --limit N for more, --csv for all)")
     return 0
@@ -182,6 +235,9 @@ def cmd_delete(args: argparse.Namespace) -> int:
     from urllib.parse import quote
 
     data = _api_or_fail(args, "DELETE", f"/api/campaigns/{quote(args.campaign, safe='')}")
+    if args.json:
+        emit_json({"ok": True, **data})
+        return 0
     out.print(f"{data['id']}: deleted the records of {data['deleted']} messages")
     return 0
 
@@ -189,7 +245,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
 @command("delete", "delete a stopped or finished campaign's records (suppressions stay)")
 def _delete_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("campaign")
-    _add_api_args(p, json_flag=False)
+    _add_api_args(p)
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
@@ -197,9 +253,13 @@ def cmd_retry(args: argparse.Namespace) -> int:
     if not statuses:
         err.print("say what to re-queue: --failed and/or --uncertain")
         return 2
-    data = _api_or_fail(
-        args, "POST", f"/api/campaigns/{args.campaign}/retry", {"statuses": statuses}
-    )
+    from urllib.parse import quote
+
+    cid = quote(args.campaign, safe="")
+    data = _api_or_fail(args, "POST", f"/api/campaigns/{cid}/retry", {"statuses": statuses})
+    if args.json:
+        emit_json({"ok": True, **data, "statuses": statuses})
+        return 0
     out.print(f"{data['id']}: re-queued {data['requeued']} messages ({', '.join(statuses)})")
     return 0
 
@@ -209,10 +269,61 @@ def _retry_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("campaign")
     p.add_argument("--failed", action="store_true")
     p.add_argument("--uncertain", action="store_true")
-    _add_api_args(p, json_flag=False)
+    _add_api_args(p)
 
 
 # ------------------------------------------------------------------ suppressions
+
+STDIN_NAMES = frozenset({"-", "/dev/stdin", "/dev/fd/0", "/proc/self/fd/0"})
+
+
+def _import_source(name: str) -> tuple[IO[bytes], int] | str:
+    """(a seekable binary file, its size) to upload, or why not.
+
+    The upload needs its length first, so standard input (``-``, ``/dev/stdin``) and other
+    streams (a FIFO, ``<(…)``) are spooled to a temporary file — constant memory either way.
+    """
+    import shutil
+    import tempfile
+
+    if name in STDIN_NAMES:
+        stream: IO[bytes] = sys.stdin.buffer
+    else:
+        path = Path(name)
+        if path.is_file():
+            fh = path.open("rb")
+            return fh, path.stat().st_size
+        if not path.exists():
+            return f"{path}: no such file (use - to read standard input)"
+        if path.is_dir():
+            return f"{path}: is a directory — give a CSV or text file"
+        try:
+            stream = path.open("rb")
+        except OSError as exc:
+            return f"{path}: cannot read it: {exc.strerror}"
+    spool = tempfile.TemporaryFile()  # noqa: SIM115 - returned open, closed by the caller
+    shutil.copyfileobj(stream, spool)
+    size = spool.tell()
+    spool.seek(0)
+    return spool, size
+
+
+def _suppression_rows(client: Any, limit: int | None) -> list[dict[str, Any]]:
+    from urllib.parse import urlencode
+
+    rows: list[dict[str, Any]] = []
+    after: str | None = None
+    while limit is None or len(rows) < limit:
+        page_size = 10000 if limit is None else min(max(limit, 1), 10000)
+        q = {"limit": str(page_size)}
+        if after is not None:
+            q["after"] = after
+        page = client.call("GET", f"/api/suppressions?{urlencode(q)}")
+        rows.extend(page["suppressions"])
+        after = page.get("next_after")
+        if after is None:
+            break
+    return rows if limit is None else rows[:limit]
 
 
 def cmd_suppress(args: argparse.Namespace) -> int:
@@ -222,70 +333,76 @@ def cmd_suppress(args: argparse.Namespace) -> int:
     from .client import ApiClient
 
     action = args.suppress_action
+    as_json = getattr(args, "json", False)
     if action == "add":
         body: dict[str, Any] = {"addresses": args.addresses}
         if args.reason:
             body["reason"] = args.reason
         data = _api_or_fail(args, "POST", "/api/suppressions", body)
-        out.print(f"added {data['added']}, already suppressed {data['already']}")
+        if as_json:
+            emit_json({"ok": True, **data})
+        else:
+            out.print(f"added {data['added']}, already suppressed {data['already']}")
         return 0
     if action == "remove":
-        missing = 0
+        removed: list[str] = []
+        missing: list[str] = []
         for address in args.addresses:
             data = _api_or_fail(args, "DELETE", f"/api/suppressions/{quote(address, safe='@')}")
-            if not data["removed"]:
-                missing += 1
-                err.print(f"{address} was not on the suppression list")
-        out.print(f"removed {len(args.addresses) - missing}")
+            (removed if data["removed"] else missing).append(address)
+        if as_json:
+            emit_json({"ok": True, "removed": removed, "not_suppressed": missing})
+            return 0
+        for address in missing:
+            err.print(f"{address} was not on the suppression list", markup=False)
+        out.print(f"removed {len(removed)}")
         return 0
     client = ApiClient.from_config(config_root(args), url=args.api)
     try:
         if action == "import":
-            path = Path(args.file)
-            if not path.is_file():
-                err.print(f"error: {path}: no such file")
+            source = _import_source(args.file)
+            if isinstance(source, str):
+                if as_json:
+                    emit_json({"ok": False, "error": source})
+                err.print(f"error: {source}", markup=False)
                 return 1
+            fh, size = source
             query = f"?{urlencode({'reason': args.reason})}" if args.reason else ""
-            with path.open("rb") as fh:
-                data = client.upload(
-                    f"/api/suppressions/import{query}", fh, path.stat().st_size, "text/csv"
-                )
+            with fh:
+                data = client.upload(f"/api/suppressions/import{query}", fh, size, "text/csv")
+            if as_json:
+                emit_json({"ok": True, **data})
+                return 0
             out.print(
                 f"read {data['read']} addresses: {data['added']} added, "
                 f"{data['read'] - data['added'] - data['invalid']} already suppressed, "
                 f"{data['invalid']} invalid"
             )
             for sample in data.get("invalid_samples", []):
-                err.print(f"  invalid {sample}")
+                err.print(f"  invalid {sample}", markup=False)
             return 0
         if action == "export":
+            if as_json:
+                emit_json(_suppression_rows(client, None))
+                return 0
             for block in client.download("/api/suppressions.csv"):
                 sys.stdout.buffer.write(block)
             sys.stdout.buffer.flush()
             return 0
-        # list
-        rows: list[dict[str, Any]] = []
-        after: str | None = None
-        while len(rows) < args.limit:
-            q = {"limit": str(min(max(args.limit, 1), 10000))}
-            if after is not None:
-                q["after"] = after
-            page = client.call("GET", f"/api/suppressions?{urlencode(q)}")
-            rows.extend(page["suppressions"])
-            after = page.get("next_after")
-            if after is None:
-                break
+        rows = _suppression_rows(client, args.limit)
     except ApiError as exc:
-        err.print(f"error: {exc}")
+        if as_json:
+            emit_json({"ok": False, "error": str(exc)})
+        err.print(f"error: {exc}", markup=False)
         return 1
-    rows = rows[: args.limit]
-    if args.json:
-        print(json.dumps(rows, indent=2))
+    if as_json:
+        emit_json(rows)
         return 0
-    t = Table("address", "reason", "source", "campaign", "since")
-    for r in rows:
-        t.add_row(r["key"], r["reason"], r["source"], r.get("campaign_id") or "", r["created_at"])
-    out.print(t)
+    print_table(
+        ("address", "reason", "source", "campaign", "since"),
+        [(r["key"], r["reason"], r["source"], r.get("campaign_id") or "", r["created_at"])
+         for r in rows],
+    )  # fmt: skip
     return 0
 
 
@@ -299,14 +416,16 @@ def _suppress_args(p: argparse.ArgumentParser) -> None:
     remove.add_argument("addresses", nargs="+", metavar="EMAIL")
     listing = sub.add_parser("list", help="the list, in address order")
     listing.add_argument("--limit", type=int, default=1000)
-    listing.add_argument("--json", action="store_true")
-    imp = sub.add_parser("import", help="a CSV with an email column, or one address a line")
-    imp.add_argument("file")
+    imp = sub.add_parser(
+        "import", help="a CSV with an email column, or one address a line (- : standard input)"
+    )
+    imp.add_argument("file", help="a file, or - (or /dev/stdin) for standard input")
     imp.add_argument("--reason", help='kept with each address (default "imported")')
-    export = sub.add_parser("export", help="the whole list as CSV on stdout")
+    export = sub.add_parser("export", help="the whole list as CSV on stdout (--json: as JSON)")
     for sp in (add, remove, listing, imp, export):
         sp.add_argument("--api", metavar="URL", help="daemon API base URL")
         sp.add_argument("--config", metavar="ROOT", default=argparse.SUPPRESS, help="config root")
+        sp.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 # ------------------------------------------------------------------ services and the sink
@@ -324,7 +443,10 @@ def cmd_test_service(args: argparse.Namespace) -> int:
         err.print(f"error: no valid service {args.service!r} in {result.config.root}/services.d")
         return 1
     report = asyncio.run(test_service(args.service, svc, to=args.to))
-    out.print(report.render())
+    if args.json:
+        emit_json(report.as_dict())
+    else:
+        out.print(report.render(), markup=False)
     return 0 if report.ok else 1
 
 
@@ -332,3 +454,94 @@ def cmd_test_service(args: argparse.Namespace) -> int:
 def _test_service_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("service")
     p.add_argument("--to", metavar="ADDR", help="also send a small test message to ADDR")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+# ------------------------------------------------------------------ campaigns
+
+
+def cmd_campaigns(args: argparse.Namespace) -> int:
+    """From the daemon when it answers (its database is the truth); else from the files."""
+    from ..errors import ApiError
+    from .client import ApiClient
+
+    client = ApiClient.from_config(config_root(args), url=args.api)
+    try:
+        items = client.call("GET", "/api/campaigns")
+        source = f"daemon at {client.base}"
+        unreachable = None
+    except ApiError as exc:
+        if "cannot reach the daemon" not in str(exc):
+            if args.json:
+                emit_json({"ok": False, "error": str(exc)})
+            err.print(f"error: {exc}", markup=False)
+            return 1
+        items = _campaigns_from_files(args)
+        source = f"config files in {config_root(args)} (the daemon is not running)"
+        unreachable = str(exc)
+    rows = [_campaign_row(c) for c in items]
+    if args.json:
+        emit_json({"source": source, "campaigns": rows})
+        return 0
+    err.print(f"source: {source}", markup=False)
+    if unreachable:
+        err.print("  states and progress are the files' view only; start campaignd for more",
+                  markup=False)  # fmt: skip
+    print_table(
+        ("campaign", "state", "progress", "next send", "reason"),
+        [(r["id"], r["state"], r["progress"], r["next_send"] or "-", r["reason"] or "")
+         for r in rows],
+    )  # fmt: skip
+    return 0
+
+
+def _campaign_row(c: dict[str, Any]) -> dict[str, Any]:
+    """One line of ``campaignctl campaigns``: id, state, progress, next send, reason."""
+    total = c.get("total") or 0
+    progress = c.get("progress")  # percent of the messages in a final state
+    if total and isinstance(progress, (int, float)):
+        shown = f"{progress:g}% of {total}"
+    else:
+        shown = f"0 of {total}" if total else "-"
+    editions = c.get("editions") or {}
+    next_send = (
+        c.get("next_step_at") or editions.get("next_at") or c.get("next_window") or c.get("eta")
+    )
+    if c.get("state") in ("stopped", "completed", "paused", "failed"):
+        next_send = None
+    return {
+        "id": c["id"],
+        "name": c.get("name") or c["id"],
+        "state": c.get("state", "?"),
+        "progress": shown,
+        "total": total,
+        "next_send": next_send,
+        "reason": c.get("reason"),
+    }
+
+
+def _campaigns_from_files(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    from ..plan.campaign import first_send
+
+    result = load(args)
+    now = datetime.now(UTC)
+    zone = ZoneInfo(result.config.settings.timezone)
+    items: list[dict[str, Any]] = []
+    for cid, campaign in sorted(result.config.campaigns.items()):
+        items.append({
+            "id": cid, "name": campaign.name or cid,
+            "state": "paused" if campaign.paused else "not started",
+            "reason": "paused: true in the file" if campaign.paused else None,
+            "next_window": None if campaign.paused else first_send(campaign, now, zone).isoformat(),
+        })  # fmt: skip
+    for cid in sorted(result.broken["campaign"]):
+        items.append({"id": cid, "state": "invalid", "reason": "`campaignctl validate` says why"})
+    return items
+
+
+@command("campaigns", "every campaign: state, progress, next send, reason")
+def _campaigns_args(p: argparse.ArgumentParser) -> None:
+    _add_api_args(p)

@@ -43,6 +43,7 @@ SIGNED_HEADERS: Final = (
     "content-type",
     "list-unsubscribe",
     "list-unsubscribe-post",
+    "list-id",
     "reply-to",
 )
 MIN_RSA_BITS: Final = 1024  # RFC 8301 §3.2: verifiers must not accept smaller keys

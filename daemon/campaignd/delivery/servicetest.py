@@ -51,6 +51,8 @@ class ServiceTestReport:
     security: str
     to: str | None = None
     steps: list[StepResult] = field(default_factory=list)
+    command: str = "test-service"
+    """Names the report's first line: ``test-service`` or ``send-test``."""
 
     @property
     def ok(self) -> bool:
@@ -61,7 +63,7 @@ class ServiceTestReport:
 
     def render(self) -> str:
         """Plain lines for a terminal (no markup: server replies may contain brackets)."""
-        lines = [f"test-service {self.service_id}: {self.peer} (security: {self.security})"]
+        lines = [f"{self.command} {self.service_id}: {self.peer} (security: {self.security})"]
         width = max((len(s.name) for s in self.steps), default=0)
         for s in self.steps:
             mark = {"ok": "ok  ", "failed": "FAIL", "skipped": "skip"}[s.status]
@@ -98,14 +100,22 @@ async def test_service(
     to: str | None,
     env: Mapping[str, str] | None = None,
     local_hostname: str | None = None,
+    message: bytes | None = None,
+    mail_from: str | None = None,
+    command: str = "test-service",
 ) -> ServiceTestReport:
-    """Run the steps against the real server; never raises for anything the server does."""
+    """Run the steps against the real server; never raises for anything the server does.
+
+    ``message`` (with ``mail_from``) replaces the small generic test message: ``campaignctl
+    send-test`` sends a campaign's real message this way, through the same steps and report.
+    """
     if service.transport == "outbox":
         report = ServiceTestReport(service_id, f"outbox {service.outbox}", "none", to)
+        report.command = command
         report.add("outbox", "ok", f"transport: outbox writes .eml files to {service.outbox}")
         return report
     connector = Connector(service_id, service, env=env, local_hostname=local_hostname)
-    report = ServiceTestReport(service_id, connector.peer, service.security, to)
+    report = ServiceTestReport(service_id, connector.peer, service.security, to, command=command)
 
     def observe(step: Step | Stage, detail: str) -> None:
         report.add(step, "ok", detail)
@@ -124,8 +134,8 @@ async def test_service(
         if recipient is None:
             report.add("rcpt", "failed", f"{to!r} is not an email address", "give --to ADDR")
             return report
-        sender = _sender(service)
-        data = _test_message(service_id, service, to, connector)
+        sender = mail_from or _sender(service)
+        data = message if message is not None else _test_message(service_id, service, to, connector)
         envelope = Envelope(sender, recipient, data, recipient.rpartition("@")[2])
         reply, _ = await transact(smtp, envelope, reply_wait=connector.timeout, trace=observe)
         if reply.kind != "sent":

@@ -34,6 +34,7 @@ from .audience_address import (
     address_digest,
     address_parts,
     domain_forms,
+    explain_invalid,
     parse_address,
 )
 from .audience_history import (
@@ -82,7 +83,8 @@ class Recipient:
     domain: str
     """Lower-case, Unicode."""
     fields: dict[str, str] = field(hash=False)
-    """The row's columns by header name, ``email`` always set to ``email`` above. Do not mutate."""
+    """The row's columns by header name, ``email`` always set to ``email`` above; an empty cell
+    is no field at all (SPEC §3: a missing field). Do not mutate."""
     source: str
     """``lists/a.csv:12`` — the file as the campaign names it and the line the row starts on."""
     timezone: str | None = None
@@ -191,7 +193,9 @@ class Audience:
                 except EmailNotValidError as exc:
                     report.invalid += 1
                     if len(invalid_rows) < SAMPLES:
-                        invalid_rows.append(RowProblem(f"{name}:{line}", text, str(exc)))
+                        invalid_rows.append(
+                            RowProblem(f"{name}:{line}", text, explain_invalid(text, exc))
+                        )
                     continue
                 digest = address_digest(key)
                 if not seen.add(digest, index, line):
@@ -203,6 +207,10 @@ class Audience:
                             RowProblem(f"{name}:{line}", text, "duplicate", first)
                         )
                     continue
+                if "" in fields.values():
+                    # An empty cell is a missing field (SPEC §3): absent from the row, a
+                    # template's default(…) applies, or the message fails naming the field.
+                    fields = {k: v for k, v in fields.items() if v}
                 fields["email"] = email
                 if check is not None and (reason := check(domain, fields)) is not None:
                     report.filter(reason)

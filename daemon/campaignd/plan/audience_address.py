@@ -33,6 +33,7 @@ __all__ = [
     "address_digest",
     "address_parts",
     "domain_forms",
+    "explain_invalid",
     "parse_address",
 ]
 
@@ -140,3 +141,18 @@ def _plain_domain(domain: str) -> str | None:
     ):
         return None
     return d
+
+
+def explain_invalid(text: str, exc: EmailNotValidError) -> str:
+    """email-validator's reason for refusing ``text``, and for a special-use domain (``.test``,
+    ``.invalid``, ``.localhost``, …, RFC 6761) the plain words: it is a reserved domain that can
+    never receive mail. (``parse_address`` keeps the library's message as it is.)"""
+    reason = str(exc)
+    domain = text.strip().rpartition("@")[2].rstrip(".").lower()
+    for name in email_validator.SPECIAL_USE_DOMAIN_NAMES:
+        if domain == name or domain.endswith("." + name):
+            return (
+                f"{domain} is a reserved domain (.{name} is special-use, RFC 6761): no mail can "
+                f"be delivered there — use a real address ({reason})"
+            )
+    return reason

@@ -27,6 +27,9 @@ from .audience import (
 from .cron import next_fire
 from .simulate import PlanResult, ServiceCapacity, simulate
 
+EDITIONS_SHOWN = 5
+"""How many next firings of a recurring campaign the plan lists."""
+
 
 def campaign_or_error(result: LoadResult, campaign_id: str) -> Campaign:
     config = result.config
@@ -87,6 +90,8 @@ class Plan:
     result: PlanResult
     start: datetime
     step_messages: list[int] = field(default_factory=list)
+    editions: list[datetime] = field(default_factory=list)
+    """A recurring campaign's next firings (the first is ``start``); empty for a one-off."""
 
     def as_json(self) -> dict[str, Any]:
         r = self.report
@@ -110,6 +115,14 @@ class Plan:
             "finish": self.result.finish.isoformat() if self.result.finish else None,
             "unschedulable": self.result.unschedulable,
             "notes": list(self.result.notes),
+            "schedule": (
+                {
+                    "cron": self.campaign.schedule.cron,
+                    "next_editions": [e.isoformat() for e in self.editions],
+                }
+                if self.campaign.schedule is not None
+                else None
+            ),
         }
 
 
@@ -148,6 +161,13 @@ def build_plan(
         plan_zone=ZoneInfo(default_zone),
         later_steps=later,
     )
+    editions: list[datetime] = []
+    if campaign.schedule is not None:
+        base = campaign.start if campaign.start and campaign.start > now else now
+        fire = next_fire(campaign.schedule.cron, base, ZoneInfo(default_zone))  # as first_send
+        while fire is not None and len(editions) < EDITIONS_SHOWN:
+            editions.append(fire)
+            fire = next_fire(campaign.schedule.cron, fire, ZoneInfo(default_zone))
     return Plan(
         campaign_id=campaign_id,
         campaign=campaign,
@@ -156,4 +176,5 @@ def build_plan(
         result=sim,
         start=start,
         step_messages=[count] * len(campaign.steps),
+        editions=editions,
     )

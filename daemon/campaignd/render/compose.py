@@ -18,7 +18,7 @@ from functools import lru_cache
 
 from ..config.model import Campaign, Config
 from ..tokens.links import LinkSigner, MessageRef, click_url, open_url, unsubscribe_url
-from .headers import make_message_id
+from .headers import list_id, make_message_id
 from .message import PreparedTemplate, RenderContext, RenderedMessage
 from .templates import choose_template
 from .tracking import Tracking
@@ -63,13 +63,16 @@ class Composer:
         found = self._prepared.get(key)
         if found is None:
             campaign = self.config.campaigns[campaign_id]
+            sender = sender_of(self.config, campaign, service_id)
+            name = campaign.name or campaign_id
             ctx = RenderContext(
                 campaign_id=campaign_id,
-                campaign_name=campaign.name or campaign_id,
+                campaign_name=name,
                 step=step,
-                sender=sender_of(self.config, campaign, service_id),
+                sender=sender,
                 marketing=campaign.kind == "marketing",
                 postal_address=campaign.postal_address or "",
+                list_id=list_id(campaign_id, name, address_of(sender), campaign.list_id),
             )
             found = PreparedTemplate(template_id, self.config.templates[template_id], ctx)
             self._prepared[key] = found

@@ -11,6 +11,7 @@ from functools import lru_cache
 
 import idna
 
+from ..config.model import LIST_ID_RE
 from ..config.templates import CONTROL_CHARS
 
 
@@ -137,3 +138,49 @@ def header_address(address: str) -> str:
         return f"{local}@{header_domain(domain)}"
     except idna.IDNAError as exc:
         raise ValueError(address) from exc
+
+
+def list_id(campaign_id: str, name: str, sender_address: str, override: str | None = None) -> str:
+    """The value of a ``List-Id`` header (RFC 2919): ``Name <campaign-id.sender-domain>``.
+
+    ``override`` is the campaign's ``list_id:`` (validated by the model). The name is a phrase
+    encoded like a display name, so nothing from the config can start a new header line; an id
+    that would not be a dot-atom (an odd sender domain) falls back to ``campaignd.invalid``.
+    """
+    ident = override
+    if ident is None:
+        domain = sender_address.rpartition("@")[2].strip().lower()
+        ident = f"{campaign_id}.{header_domain(domain, fallback=_NO_DOMAIN) if domain else ''}"
+    if len(ident) > 255 or not LIST_ID_RE.fullmatch(ident):
+        ident = f"{campaign_id}.{_NO_DOMAIN}"
+    phrase = " ".join(CONTROL_CHARS.sub(" ", name).split())
+    return f"{display_name(phrase)} <{ident}>" if phrase else f"<{ident}>"
+
+
+def replace_header(data: bytes, name: str, value: str) -> bytes:
+    """``data`` with the first ``name`` field (and its folded continuation lines) replaced by
+    ``name: value``; appended to the header block if there was none.
+
+    ``value`` must already be encoded and folded (``unstructured``, ``header_address``); a CR
+    or LF not followed by whitespace in it is a ``ValueError`` — it would start a new field.
+    """
+    if re.search(r"[\r\n](?![ \t])", value.replace("\r\n", "\n")) or value.endswith(("\r", "\n")):
+        raise ValueError(f"{name}: the value would start a new header line")
+    head, sep, body = data.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    wanted = name.lower().encode("ascii") + b":"
+    new = f"{name}: {value}".encode()
+    out: list[bytes] = []
+    replaced = skipping = False
+    for line in lines:
+        if skipping and line[:1] in (b" ", b"\t"):
+            continue
+        skipping = False
+        if not replaced and line.lower().startswith(wanted):
+            out.append(new)
+            replaced = skipping = True
+            continue
+        out.append(line)
+    if not replaced:
+        out.append(new)
+    return b"\r\n".join(out) + sep + body

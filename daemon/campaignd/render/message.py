@@ -83,6 +83,8 @@ class RenderContext:
     """Adds List-Unsubscribe and List-Unsubscribe-Post (RFC 8058 one-click)."""
     postal_address: str = ""
     """The campaign's ``postal_address``, available to templates as ``postal_address``."""
+    list_id: str = ""
+    """The ``List-Id`` value of marketing mail (``render.headers.list_id``); empty: none."""
 
 
 @dataclass(frozen=True)
@@ -251,6 +253,8 @@ class PreparedTemplate:
                 unsubscribe_url,
                 ">\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
             ]
+        if self.ctx.marketing and self.ctx.list_id:
+            headers += ["List-Id: ", self.ctx.list_id, "\r\n"]
         try:
             head = "".join(headers).encode("utf-8")
             data = self._assemble(head, text, html)
@@ -321,7 +325,8 @@ class PreparedTemplate:
             )
         else:
             message = (
-                f"template {tid}: field {name!r} is missing for {who} — add a {name} column "
-                f"to the list or write {{{{ {name} | default('…') }}}}"
+                f"template {tid}: field {name!r} is missing (or its cell is empty) for {who} — "
+                f"add a {name} column to the list, fill it in, or write "
+                f"{{{{ {name} | default('…') }}}}"
             )
         return RenderError(message, template=tid, recipient=who, field=name)
