@@ -13,6 +13,9 @@ RUNS = [
     ["plan_1m.py"],
     ["enroll_1m.py"],
     ["csv_stream.py"],
+    ["idle.py", "--campaigns", "100"],
+    ["idle.py", "--waiting", "200000"],
+    ["soak.py"],
 ]
 
 
