@@ -348,7 +348,8 @@ def load_root(
     settings = Settings()
     for name in SETTINGS_NAMES:
         path = root / name
-        if path.exists():
+        # lexists: a dangling or looping symlink is a file the operator meant, so a problem.
+        if os.path.lexists(path):
             before = len(reader.problems)
             located = reader.read_located(path, kind="settings", oid="campaignd")
             parsed = (

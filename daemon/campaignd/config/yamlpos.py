@@ -81,9 +81,21 @@ def parse_yaml(text: str) -> Located:
         what = exc.problem or str(exc)
         if exc.context:
             what = f"{what} ({exc.context})"
-        raise YamlSyntaxError(pos, f"YAML syntax error: {what}") from None
+        raise YamlSyntaxError(pos, f"YAML syntax error: {' '.join(what.split())}") from None
+    except yaml.reader.ReaderError as exc:  # a character YAML forbids: NUL, most controls
+        at = exc.position if isinstance(exc.position, int) else 0
+        line = text.count("\n", 0, at) + 1
+        col = at - (text.rfind("\n", 0, at) + 1) + 1
+        char = (
+            exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1] or " ")
+        )
+        raise YamlSyntaxError(
+            (line, col),
+            f"YAML error: the character U+{char:04X} is not allowed in YAML — remove it "
+            "(control characters other than tab and newline)",
+        ) from None
     except yaml.YAMLError as exc:
-        raise YamlSyntaxError((1, 1), f"YAML error: {exc}") from None
+        raise YamlSyntaxError((1, 1), f"YAML error: {' '.join(str(exc).split())}") from None
     except RecursionError:  # only the pure-Python fallback recurses; libyaml stops at 1000
         raise YamlSyntaxError((1, 1), "YAML error: nesting is far too deep") from None
     finally:
@@ -102,7 +114,7 @@ def parse_yaml(text: str) -> Located:
         pos = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         raise YamlSyntaxError(pos, f"YAML error: {exc.problem or exc}") from None
     except yaml.YAMLError as exc:
-        raise YamlSyntaxError((1, 1), f"YAML error: {exc}") from None
+        raise YamlSyntaxError((1, 1), f"YAML error: {' '.join(str(exc).split())}") from None
     return out
 
 
