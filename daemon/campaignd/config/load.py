@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ValidationError
 
 from .check import check_config
+from .files import FileTooLarge, NotRegularFile, read_regular, regular_stat
 from .model import (
     DEFAULT_SECRET_ENV,
     DEFAULT_TOKEN_ENV,
@@ -41,6 +42,19 @@ DIRS: dict[str, tuple[str, type[BaseModel]]] = {
 }
 MAX_FILE_BYTES = 1 << 20  # a config or template file larger than this is a mistake
 M = TypeVar("M", bound=BaseModel)
+
+
+def _short(name: str, limit: int = 80) -> str:
+    """A file name as a message shows it: an absurdly long one is cut, not printed whole, and
+    control characters (a NUL from a YAML escape) are shown escaped."""
+    cut = name if len(name) <= limit else f"{name[:limit]}… ({len(name)} characters)"
+    return cut if cut.isprintable() else repr(cut)
+
+
+def _too_large(exc: FileTooLarge, what: str) -> str:
+    """``is 10.5 MB — templates are capped at 1 MiB``; the size only where fstat knew it."""
+    size = f"{exc.size / 1e6:.1f} MB" if exc.size is not None and exc.size > exc.limit else None
+    return f"is {size or 'larger than 1 MiB'} — {what} are capped at 1 MiB"
 
 
 def ignored(name: str) -> bool:
@@ -107,17 +121,17 @@ class _Reader:
 
     def read_located(self, path: Path, *, kind: str, oid: str) -> Located | None:
         try:
-            size = path.stat().st_size
-            if size > MAX_FILE_BYTES:
-                self.problem(
-                    path,
-                    (1, 1),
-                    f"file is {size / 1e6:.1f} MB — config files are capped at 1 MiB",
-                    kind=kind,
-                    oid=oid,
-                )
-                return None
-            text = path.read_bytes().decode("utf-8")
+            text = read_regular(path, MAX_FILE_BYTES).decode("utf-8")
+        except FileTooLarge as exc:
+            self.problem(
+                path, (1, 1), f"file {_too_large(exc, 'config files')}", kind=kind, oid=oid
+            )
+            return None
+        except NotRegularFile as exc:
+            self.problem(
+                path, (1, 1), f"{exc} — config files must be plain files", kind=kind, oid=oid
+            )
+            return None
         except UnicodeDecodeError as exc:
             self.problem(
                 path,
@@ -128,7 +142,7 @@ class _Reader:
             )
             return None
         except OSError as exc:
-            self.problem(path, (1, 1), f"cannot read: {exc.strerror}", kind=kind, oid=oid)
+            self.problem(path, (1, 1), f"cannot read: {exc.strerror or exc}", kind=kind, oid=oid)
             return None
         try:
             located = parse_yaml(text)
@@ -225,24 +239,31 @@ def _read_body(
     if not body_path.is_absolute():
         body_path = tpl_path.parent / body_path
     pos = located.position((key,))
+    shown = _short(name)
     try:
-        size = body_path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            reader.problem(
-                tpl_path,
-                pos,
-                f"{key}: {name} is {size / 1e6:.1f} MB — templates are capped at 1 MiB; "
-                "link large assets instead of inlining them",
-                kind="template",
-                oid=oid,
-            )
-            return None, False
-        return body_path.read_text(encoding="utf-8"), True
+        return read_regular(body_path, MAX_FILE_BYTES).decode("utf-8"), True
+    except FileTooLarge as exc:
+        reader.problem(
+            tpl_path,
+            pos,
+            f"{key}: {shown} {_too_large(exc, 'templates')}; link large assets instead of "
+            "inlining them",
+            kind="template",
+            oid=oid,
+        )
+    except NotRegularFile as exc:
+        reader.problem(
+            tpl_path,
+            pos,
+            f"{key}: {shown} {exc} — a template body must be a plain file",
+            kind="template",
+            oid=oid,
+        )
     except FileNotFoundError:
         reader.problem(
             tpl_path,
             pos,
-            f"{key}: {name} does not exist (looked in {reader.rel(body_path.parent)}/) — "
+            f"{key}: {shown} does not exist (looked in {reader.rel(body_path.parent)}/) — "
             "create it or fix the name",
             kind="template",
             oid=oid,
@@ -251,13 +272,14 @@ def _read_body(
         reader.problem(
             tpl_path,
             pos,
-            f"{key}: {name} is not UTF-8 (byte {exc.start}) — save it as UTF-8",
+            f"{key}: {shown} is not UTF-8 (byte {exc.start}) — save it as UTF-8",
             kind="template",
             oid=oid,
         )
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the name
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         reader.problem(
-            tpl_path, pos, f"{key}: cannot read {name}: {exc.strerror}", kind="template", oid=oid
+            tpl_path, pos, f"{key}: cannot read {shown}: {why}", kind="template", oid=oid
         )
     return None, False
 
@@ -326,7 +348,8 @@ def load_root(
     settings = Settings()
     for name in SETTINGS_NAMES:
         path = root / name
-        if path.exists():
+        # lexists: a dangling or looping symlink is a file the operator meant, so a problem.
+        if os.path.lexists(path):
             before = len(reader.problems)
             located = reader.read_located(path, kind="settings", oid="campaignd")
             parsed = (
@@ -359,6 +382,16 @@ def load_root(
                 locations[(kind, oid)] = (path, located)
             result.files.append(FileResult(path, kind, oid, obj is not None))
 
+    for oid, campaign in list(objects["campaign"].items()):
+        path, located = locations[("campaign", oid)]
+        if not _audience_paths_usable(reader, root, path, located, campaign, oid):
+            # check_config would stat these paths itself and fail on a name too long.
+            del objects["campaign"][oid]
+            result.broken["campaign"].add(oid)
+            for f in result.files:
+                if f.kind == "campaign" and f.object_id == oid:
+                    f.ok = False
+
     config = Config(
         root=root,
         settings=settings,
@@ -384,6 +417,34 @@ def load_root(
     )
     result.problems = reader.problems
     return result
+
+
+def _audience_paths_usable(
+    reader: _Reader, root: Path, path: Path, located: Located, campaign: Campaign, oid: str
+) -> bool:
+    """Each audience path names a regular file or nothing yet: a FIFO, device, directory, a
+    name too long for the file system or with a NUL byte is a problem at its line. A missing
+    file is left to ``check_config``, which says so in its own words."""
+    ok = True
+    for i, name in enumerate(campaign.audience):
+        at: tuple[str | int, ...] = ("audience", i) if len(campaign.audience) > 1 else ("audience",)
+        shown = _short(name)
+        try:
+            regular_stat(as_path(root, name))
+            continue
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except NotRegularFile as exc:
+            why = f"{exc} — an audience list must be a plain CSV or text file"
+        except OSError as exc:
+            why = f"cannot use it: {exc.strerror or exc}"
+        except ValueError:
+            why = "the path contains a NUL byte"
+        reader.problem(
+            path, located.position(at), f"audience file {shown} {why}", kind="campaign", oid=oid
+        )
+        ok = False
+    return ok
 
 
 def _with_bodies(

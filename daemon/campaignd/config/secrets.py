@@ -13,6 +13,10 @@ from pathlib import Path
 from typing import Literal
 
 from ..errors import SecretError
+from .files import FileTooLarge, read_regular
+
+MAX_SECRET_BYTES = 64 * 1024
+"""A password, token or PEM private key is a few KiB; anything bigger is the wrong file."""
 
 SecretKind = Literal["literal", "env", "file", "credential"]
 
@@ -68,7 +72,21 @@ def resolve_secret(ref: SecretRef, env: Mapping[str, str] | None = None) -> str:
             )
         path = Path(creds) / ref.value
     try:
-        # Files written by editors end with a newline that is never part of the secret.
-        return path.read_text(encoding="utf-8").rstrip("\r\n")
-    except OSError as exc:
+        data = read_regular(path, MAX_SECRET_BYTES)
+    except FileTooLarge:
+        raise SecretError(
+            f"{ref.key}: {path} is larger than {MAX_SECRET_BYTES // 1024} KiB — "
+            "that is not a secret; check the path"
+        ) from None
+    except OSError as exc:  # NotRegularFile reads "is a FIFO, not a regular file"
         raise SecretError(f"{ref.key}: cannot read {path}: {exc.strerror or exc}") from None
+    except ValueError:
+        raise SecretError(f"{ref.key}: the path {ref.value!r} contains a NUL byte") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SecretError(
+            f"{ref.key}: {path} is not UTF-8 (byte {exc.start}) — save it as UTF-8"
+        ) from None
+    # Files written by editors end with a newline that is never part of the secret.
+    return text.rstrip("\r\n")

@@ -10,12 +10,15 @@ import json
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from itertools import accumulate
 from typing import Any
 
 from ..errors import CampaigndError
 from .event import DETAIL_LIMIT, FeedbackEvent, Kind, make_dedupe_key
 
 __all__ = [
+    "MAX_JSON_BYTES",
+    "MAX_JSON_DEPTH",
     "BadPayload",
     "BadSignature",
     "EventBuilder",
@@ -35,11 +38,50 @@ class BadPayload(CampaigndError, ValueError):
     """A correctly signed webhook whose body is not what the provider documents: answer 400."""
 
 
-def load_json(body: bytes | str) -> Any:
+MAX_JSON_BYTES = 8 << 20
+"""Largest webhook body parsed: providers batch well below this (the HTTP server's own
+``client_max_size`` is usually the tighter bound)."""
+MAX_JSON_DEPTH = 64
+"""Deepest nesting of arrays and objects parsed. Provider payloads nest about five levels;
+CPython's parser recurses per level and fails near a thousand."""
+
+# A JSON string, escapes included (unrolled so the regex engine never backtracks).
+_JSON_STRING_B = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_JSON_STRING_S = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_BRACKETS = bytes(range(256)).translate(None, b"[]{}")  # every byte that is not a bracket
+_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+
+
+def json_too_deep(body: bytes | str, limit: int) -> bool:
+    """Whether arrays and objects in ``body`` nest deeper than ``limit``, found without
+    parsing it: brackets inside strings do not count; linear and never recursive, so it can run
+    on anything before ``json.loads`` does; stops at the first level past ``limit``.
+    Malformed input gets an answer all the same (the parser then refuses it)."""
+    if isinstance(body, str):
+        data = _JSON_STRING_S.sub("", body).encode("utf-8", "surrogatepass")
+    else:
+        data = _JSON_STRING_B.sub(b"", body)
+    brackets = data.translate(None, _BRACKETS)
+    if len(brackets) <= limit:
+        return False
+    return any(depth > limit for depth in accumulate(_STEP[b] for b in brackets))
+
+
+def load_json(
+    body: bytes | str, *, max_bytes: int = MAX_JSON_BYTES, max_depth: int = MAX_JSON_DEPTH
+) -> Any:
+    """``json.loads(body)`` for a body from outside: ``BadPayload`` (answer 400) if it is not
+    JSON, larger than ``max_bytes`` or nested deeper than ``max_depth`` — the last two checked
+    before the parser sees it."""
+    size = len(body.encode("utf-8", "surrogatepass")) if isinstance(body, str) else len(body)
+    if size > max_bytes:
+        raise BadPayload(f"webhook body is {size} bytes — more than the {max_bytes} accepted")
+    if json_too_deep(body, max_depth):
+        raise BadPayload(f"webhook body nests arrays/objects more than {max_depth} levels deep")
     try:
         return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadPayload(f"webhook body is not JSON: {exc}") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise BadPayload(f"webhook body is not JSON: {str(exc)[:200]}") from None
 
 
 def text(data: Mapping[str, Any], key: str) -> str | None:

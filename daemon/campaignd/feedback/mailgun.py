@@ -32,13 +32,19 @@ def verify_mailgun(signature: object, *, signing_key: str, now: datetime) -> Non
     given = (text(signature, "signature") or "").lower()
     if not timestamp.isdigit() or not token or not given:
         raise BadSignature("Mailgun signature is missing timestamp, token or signature")
+    # JSON can carry lone surrogates ("\udcff") and non-ASCII digits; neither is Mailgun's.
+    if not (timestamp.isascii() and len(timestamp) <= 12 and token.isascii()):
+        raise BadSignature("Mailgun signature timestamp or token is malformed")
     want = hmac.new(
-        signing_key.encode("utf-8"), (timestamp + token).encode("utf-8"), hashlib.sha256
+        signing_key.encode("utf-8"), (timestamp + token).encode("ascii"), hashlib.sha256
     ).hexdigest()
     if not hmac.compare_digest(want.encode("ascii"), given.encode("utf-8", "replace")):
         raise BadSignature("Mailgun signature does not match")
     # Checked after the MAC so an unsigned request learns nothing about our clock.
-    signed_at = datetime.fromtimestamp(min(int(timestamp), 2**40), tz=UTC)
+    try:
+        signed_at = datetime.fromtimestamp(int(timestamp), tz=UTC)
+    except (OverflowError, OSError, ValueError):  # past year 9999
+        raise BadSignature("Mailgun signature timestamp is not a time") from None
     if abs(now - signed_at) > MAX_SKEW:
         raise BadSignature(f"Mailgun signature timestamp {signed_at.isoformat()} is stale")
 

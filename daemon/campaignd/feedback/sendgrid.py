@@ -4,6 +4,10 @@ SendGrid signs ``timestamp ‖ body`` (the exact bytes posted) with ECDSA P-256 
 signature (base64 DER) and timestamp come in the ``X-Twilio-Email-Event-Webhook-Signature``
 and ``…-Timestamp`` headers. The verification key is shown in the SendGrid console as base64
 DER; a PEM copy works as well.
+
+The signed timestamp must be within ``MAX_SKEW`` of our clock (checked after the signature, as
+for Mailgun), so a captured request cannot be replayed later; inside the window the dedupe keys
+make a replay harmless.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -33,6 +37,7 @@ from .esp import (
 from .event import FeedbackEvent, Kind
 
 __all__ = [
+    "MAX_SKEW",
     "SIGNATURE_HEADER",
     "TIMESTAMP_HEADER",
     "load_sendgrid_key",
@@ -42,6 +47,7 @@ __all__ = [
 
 SIGNATURE_HEADER: Final = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP_HEADER: Final = "X-Twilio-Email-Event-Webhook-Timestamp"
+MAX_SKEW: Final = timedelta(minutes=10)
 
 # "dropped" reasons say why SendGrid refused to send: its own suppression lists mirror ours.
 _DROPPED: Final[dict[str, Kind]] = {
@@ -70,27 +76,41 @@ def load_sendgrid_key(public_key: str) -> ec.EllipticCurvePublicKey:
     return key
 
 
-def verify_sendgrid(body: bytes, headers: Mapping[str, str], *, public_key: str) -> None:
+def verify_sendgrid(
+    body: bytes, headers: Mapping[str, str], *, public_key: str, now: datetime | None = None
+) -> None:
+    """``BadSignature`` unless SendGrid signed ``timestamp ‖ body`` within ``MAX_SKEW`` of
+    ``now`` (the current time if not given)."""
     key = load_sendgrid_key(public_key)
     signature = header_lookup(headers, SIGNATURE_HEADER)
     timestamp = header_lookup(headers, TIMESTAMP_HEADER)
     if not signature or not timestamp:
         raise BadSignature(f"SendGrid webhook without {SIGNATURE_HEADER} / {TIMESTAMP_HEADER}")
+    # ASCII digits only: a header decoded with surrogate escapes must not reach .encode().
+    if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
+        raise BadSignature("SendGrid timestamp is not a Unix time in seconds")
     try:
         der = base64.b64decode(signature, validate=True)
     except (binascii.Error, ValueError):
         raise BadSignature("SendGrid signature is not base64") from None
     try:
-        key.verify(der, timestamp.encode("utf-8") + body, ec.ECDSA(hashes.SHA256()))
+        key.verify(der, timestamp.encode("ascii") + body, ec.ECDSA(hashes.SHA256()))
     except (InvalidSignature, ValueError):
         raise BadSignature("SendGrid signature does not match the body") from None
+    # Checked after the signature so an unsigned request learns nothing about our clock.
+    try:
+        signed_at = datetime.fromtimestamp(int(timestamp), tz=UTC)
+    except (OverflowError, OSError, ValueError):  # past year 9999
+        raise BadSignature("SendGrid signature timestamp is not a time") from None
+    if abs((now or datetime.now(UTC)) - signed_at) > MAX_SKEW:
+        raise BadSignature(f"SendGrid signature timestamp {signed_at.isoformat()} is stale")
 
 
 def sendgrid_events(
     body: bytes, headers: Mapping[str, str], *, public_key: str, now: datetime
 ) -> list[FeedbackEvent]:
     """Verify one POST (the raw body, as signed) and map its batch of events."""
-    verify_sendgrid(body, headers, public_key=public_key)
+    verify_sendgrid(body, headers, public_key=public_key, now=now)
     batch = load_json(body)
     if not isinstance(batch, list):
         raise BadPayload("a SendGrid webhook body is a JSON array of events")

@@ -120,7 +120,11 @@ def verify_sns(
     if not isinstance(key, rsa.RSAPublicKey):
         raise BadSignature("the SNS signing certificate does not hold an RSA key")
     try:
-        key.verify(signature, canonical.encode("utf-8"), padding.PKCS1v15(), algorithm())
+        signed = canonical.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate from a JSON escape: SNS never signed that
+        raise BadSignature("SNS message fields are not valid Unicode") from None
+    try:
+        key.verify(signature, signed, padding.PKCS1v15(), algorithm())
     except InvalidSignature:
         raise BadSignature("SNS signature does not match the message") from None
 

@@ -45,7 +45,7 @@ from .audience_history import (
     NoSuppressions,
     Suppressions,
 )
-from .audience_read import EMAIL_COLUMNS, ListFile, open_list, read_rows
+from .audience_read import EMAIL_COLUMNS, MAX_LINE, ListFile, open_list, read_rows
 
 __all__ = [
     "BATCH",
@@ -70,6 +70,12 @@ BATCH = 1000
 SAMPLES = 100
 """Rows kept as examples per kind of problem; the counts are always complete."""
 TIMEZONE_COLUMN = "timezone"
+_SHOWN = 200
+"""Characters of an invalid address kept in a sample: a 100 KiB "address" is not shown whole."""
+_LONG_LINE = (
+    f"the line is longer than {MAX_LINE:,} characters — not an address; look for a missing "
+    "line break or a corrupted export"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,13 +194,19 @@ class Audience:
         try:
             for line, text, fields in read_rows(lf):
                 rows += 1
+                if fields is None:  # a line over MAX_LINE: text is a preview of it
+                    report.invalid += 1
+                    if len(invalid_rows) < SAMPLES:
+                        invalid_rows.append(RowProblem(f"{name}:{line}", text, _LONG_LINE))
+                    continue
                 try:
                     key, email, smtp_address, domain = address_parts(text)
                 except EmailNotValidError as exc:
                     report.invalid += 1
                     if len(invalid_rows) < SAMPLES:
+                        shown = text if len(text) <= _SHOWN else text[:_SHOWN] + "…"
                         invalid_rows.append(
-                            RowProblem(f"{name}:{line}", text, explain_invalid(text, exc))
+                            RowProblem(f"{name}:{line}", shown, explain_invalid(text, exc))
                         )
                     continue
                 digest = address_digest(key)
