@@ -3,6 +3,7 @@ SIGHUP, and the systemd unit's ExecReload (the watcher itself: tests/unit/runtim
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import signal
@@ -167,3 +168,34 @@ def test_the_units_exec_reload_makes_the_daemon_reload(
     wait_for("the reload", lambda: generation(daemon) == before + 1)
     # the generation is set a moment before the reload's log line is written
     wait_for("the reload's log line", lambda: "(SIGHUP)" in daemon.log())
+
+
+def test_a_fifo_and_an_alias_bomb_dropped_into_the_root_never_stall_the_daemon(
+    tmp_path: Path, smtp: RecordingServer, make_daemon: MakeDaemon
+) -> None:
+    """Unsafe files reach a running daemon through its reload: each is a load error naming the
+    file, /healthz keeps answering, and the campaign goes on with what was good."""
+    root = basic_root(tmp_path, smtp.port, recipients=12, service_extra="rate: 4/second\n")
+    daemon = make_daemon(root).start()
+    wait_for("a first message", lambda: len(smtp.messages) >= 1)
+    os.mkfifo(root / "templates.d/pipe.yaml")
+    (root / "campaigns.d/bomb.yaml").write_text(
+        'a: &a ["x","x","x","x","x","x","x","x","x"]\n'
+        "b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\n"
+        "d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\n"
+        "f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\ng: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]\n"
+    )
+    status = wait_for(
+        "both files to be reported",
+        lambda: (
+            (s := daemon.get("/api/status"))
+            and {e["file"] for e in s["load_errors"]}
+            >= {"templates.d/pipe.yaml", "campaigns.d/bomb.yaml"}
+            and s
+        ),
+    )
+    by_file = {e["file"]: e["message"] for e in status["load_errors"]}
+    assert "FIFO" in by_file["templates.d/pipe.yaml"]
+    assert daemon.get("/healthz")["ok"] is True
+    daemon.wait_state("news", "completed")
+    assert sum(received(smtp).values()) == 12

@@ -28,6 +28,7 @@ from .. import __version__
 from ..campaigns import control
 from ..campaigns.conductor import Conductor
 from ..config.load import (
+    FileStamp,
     LoadResult,
     config_changes,
     config_stamps,
@@ -63,6 +64,7 @@ TICK = 2.0  # how often campaign states are advanced when nothing wakes the cond
 STALLED_AFTER = 300.0
 """A loop that should be passing (the dispatcher with campaigns sending, the conductor) but
 has not for this long makes the daemon unhealthy: /healthz 503, no watchdog ping."""
+RELOAD_BUDGET = 60.0  # seconds a reload may spend reading and checking the config root
 RECLAIM_EVERY = 15.0  # seconds between looks for the expired claims of a vanished daemon
 EXIT_GRACE = 1.0  # after drain_timeout: how long cancelled sends get to unwind
 PROGRESS_EVERY = 10.0  # seconds between the journald progress lines of busy campaigns
@@ -176,9 +178,22 @@ class Daemon:
 
     async def _reload(self, why: str) -> None:
         previous = self.config
-        # Stamped before reading: a file changed while we read differs at the next rescan.
-        stamps = config_stamps(self.root, previous)
-        result = self.load()
+
+        def read() -> tuple[dict[str, FileStamp], LoadResult]:
+            # Stamped before reading: a file changed while we read differs at the next rescan.
+            return config_stamps(self.root, previous), self.load()
+
+        # Off the event loop and bounded: the API, the watchdog and SIGTERM keep being served
+        # while files are read and checked, whatever is in them.
+        try:
+            stamps, result = await asyncio.wait_for(asyncio.to_thread(read), RELOAD_BUDGET)
+        except TimeoutError:
+            log.error(
+                "reload: reading the config root took longer than %.0fs (a file on a stalled "
+                "network mount?) — the previous config stays in force",
+                RELOAD_BUDGET,
+            )
+            return
         config = merge_last_good(previous, result)
         if result.settings_broken:
             log.error("reload: campaignd.yaml has errors: keeping the previous settings")
