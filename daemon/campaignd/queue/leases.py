@@ -15,12 +15,18 @@ from collections.abc import Collection, Sequence
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from . import states
 from .rows import Claimed
-from .tables import DUE_STATUSES, RETRYABLE_STATUSES, campaigns, events, messages, recipients
+from .tables import campaigns, events, messages, recipients
 
 m, r = messages, recipients
 CHUNK = 1000
 """Ids per statement: far below SQLite's and asyncpg's bound-parameter limits."""
+CLAIMABLE = states.sources("claim", "sending")
+RELEASABLE = states.sources_any("release")
+STARTABLE = states.sources("start", "sending")
+SETTLEABLE = states.sources("settle", "uncertain")
+RETRYABLE = states.sources("retry", "queued")
 
 
 def chunks(items: Sequence[int], size: int = CHUNK) -> list[Sequence[int]]:
@@ -45,7 +51,7 @@ async def claim(
     pick = (
         sa.select(m.c.id)
         .where(
-            m.c.status.in_(DUE_STATUSES),
+            m.c.status.in_(CLAIMABLE),
             m.c.next_attempt_at <= now,
             m.c.campaign_id.in_(sending.scalar_subquery()),
         )
@@ -56,9 +62,11 @@ async def claim(
     ids: list[int] = list((await conn.execute(pick)).scalars())
     if not ids:
         return []
-    await conn.execute(
+    # SKIP LOCKED (PostgreSQL) or BEGIN IMMEDIATE (SQLite) keep these rows ours until commit,
+    # so the guard only fails if the table and the pick disagree: a bug, not a race.
+    claimed = await conn.execute(
         sa.update(m)
-        .where(m.c.id.in_(ids))
+        .where(m.c.id.in_(ids), m.c.status.in_(CLAIMABLE))
         .values(
             status="sending",
             service=None,  # set by start(): a row without one never reached an SMTP server
@@ -69,6 +77,8 @@ async def claim(
             updated_at=now,
         )
     )
+    if claimed.rowcount != len(ids):
+        await _refuse(conn, ids, "claim", "sending")
     rows = await conn.execute(
         sa.select(
             m.c.id,
@@ -119,7 +129,7 @@ async def release(
     for part in chunks(ids):
         result = await conn.execute(
             sa.update(m)
-            .where(m.c.id.in_(part), m.c.status == "sending")
+            .where(m.c.id.in_(part), m.c.status.in_(RELEASABLE))
             .values(
                 status=sa.case((retried_before, "deferred"), else_="queued"),
                 attempts=m.c.attempts - 1,
@@ -130,6 +140,8 @@ async def release(
                 updated_at=now,
             )
         )
+        if result.rowcount != len(set(part)):
+            await _refuse(conn, part, "release", "queued")
         count += result.rowcount
     return count
 
@@ -142,11 +154,24 @@ async def start(conn: AsyncConnection, items: Sequence[tuple[int, str]], *, now:
         by_service.setdefault(service, []).append(message)
     for service, ids in by_service.items():
         for part in chunks(ids):
-            await conn.execute(
+            result = await conn.execute(
                 sa.update(m)
-                .where(m.c.id.in_(part), m.c.status == "sending")
+                .where(m.c.id.in_(part), m.c.status.in_(STARTABLE))
                 .values(service=service, updated_at=now)
             )
+            if result.rowcount != len(set(part)):
+                await _refuse(conn, part, "start", "sending")
+
+
+async def _refuse(conn: AsyncConnection, ids: Sequence[int], operation: str, target: str) -> None:
+    """Some of ``ids`` were not in a status ``operation`` may leave: raise for the first one
+    (the caller's transaction rolls back, so nothing of it is written). Rows that no longer
+    exist are not an error here (a campaign deleted while they were in flight)."""
+    rows = await conn.execute(sa.select(m.c.id, m.c.status).where(m.c.id.in_(list(ids))))
+    found: dict[int, str] = {row.id: row.status for row in rows}
+    for i in ids:
+        if i in found and not states.allowed(operation, found[i], target):
+            raise states.TransitionError(operation, i, found[i], target)
 
 
 async def settle(
@@ -154,7 +179,7 @@ async def settle(
 ) -> int:
     """Rows in ``sending`` matching ``where`` whose worker is gone: those that never started an
     SMTP transaction go back to the queue untouched; the others become ``uncertain``."""
-    idle = sa.and_(m.c.status == "sending", where, m.c.service.is_(None))
+    idle = sa.and_(m.c.status.in_(SETTLEABLE), where, m.c.service.is_(None))
     ids: list[int] = list((await conn.execute(sa.select(m.c.id).where(idle))).scalars())
     if ids:
         await release(conn, ids, next_attempt_at=now, now=now)
@@ -166,7 +191,7 @@ async def mark_uncertain(
 ) -> int:
     """Rows in ``sending`` matching ``where`` → ``uncertain``, each with an event naming the
     worker that held it. ``claimed_by`` stays as the record of who that was."""
-    cond = sa.and_(m.c.status == "sending", where)
+    cond = sa.and_(m.c.status.in_(SETTLEABLE), where)
     detail = (
         sa.literal(why, sa.Text) + " (claimed by " + sa.func.coalesce(m.c.claimed_by, "?") + ")"
     )
@@ -197,11 +222,11 @@ async def requeue(
     conn: AsyncConnection, campaign_id: str, statuses: Collection[str], *, now: float
 ) -> int:
     """The operator's decision: these rows get a fresh life (attempts and give-up clock reset)."""
-    wrong = set(statuses) - RETRYABLE_STATUSES
+    wrong = set(statuses) - set(RETRYABLE)
     if wrong or not statuses:
         raise ValueError(
             f"cannot re-queue {', '.join(sorted(wrong)) or 'nothing'} — choose from "
-            f"{', '.join(sorted(RETRYABLE_STATUSES))}"
+            f"{', '.join(RETRYABLE)}"
         )
     cond = sa.and_(m.c.campaign_id == campaign_id, m.c.status.in_(sorted(statuses)))
     await conn.execute(

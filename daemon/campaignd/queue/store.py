@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..errors import StoreError
-from . import feedback, history, leases, outcomes, reports
+from . import feedback, history, leases, outcomes, reports, states
 from .batcher import BatchStats, GroupCommit
 from .database import WRITE_OPTION, create_engine, display, insert, normalize_url, upgrade
 from .history import HistorySnapshot, epoch, normalize_key
@@ -72,7 +72,7 @@ log = logging.getLogger("campaignd.store")
 m = messages
 T = TypeVar("T")
 Time = float | datetime
-ENQUEUE_STATUSES = frozenset({"queued", "skipped", "suppressed"})
+ENQUEUE_STATUSES = states.targets("enqueue")
 
 
 def _batches(items: Iterable[T], size: int) -> Iterable[list[T]]:
