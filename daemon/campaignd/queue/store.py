@@ -19,6 +19,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from datetime import UTC, date, datetime, tzinfo
+from functools import partial
 from itertools import islice
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,9 +28,17 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..errors import StoreError
-from . import feedback, history, leases, outcomes, reports, states
+from . import feedback, history, hot, leases, outcomes, reports, states
 from .batcher import BatchStats, GroupCommit
-from .database import WRITE_OPTION, create_engine, display, insert, normalize_url, upgrade
+from .database import (
+    BUSY_TIMEOUT_MS,
+    WRITE_OPTION,
+    create_engine,
+    display,
+    insert,
+    normalize_url,
+    upgrade,
+)
 from .history import HistorySnapshot, epoch, normalize_key
 from .rows import (
     CampaignCounts,
@@ -54,6 +63,7 @@ from .tables import (
     suppressions,
 )
 from .tables import recipients as recipients_table
+from .writer import SqliteWriter
 
 __all__ = [
     "CampaignCounts",
@@ -105,6 +115,13 @@ class Store:
         # Starts and outcomes share one writer: a transaction commits the outcomes of the
         # messages just sent and the starts of the next ones together (half the commits).
         self._outcomes: GroupCommit[Outcome | tuple[int, str]] = GroupCommit(self._commit_outcomes)
+        # SQLite's hot path (claim, start, outcomes, release, enqueue) bypasses SQLAlchemy: one
+        # thread with its own connection commits each group of them in one hand-off.
+        self._hot: SqliteWriter | None = None
+        if self.dialect == "sqlite":
+            assert engine.url.database is not None
+            self._hot = SqliteWriter(engine.url.database, busy_timeout=BUSY_TIMEOUT_MS / 1000)
+        self._day = hot.DayCache(day_zone)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -147,6 +164,8 @@ class Store:
     async def close(self) -> None:
         """Commit outcomes still queued, then release every connection."""
         try:
+            if self._hot is not None:
+                await self._hot.close()
             await self._outcomes.close()
         finally:
             await self.engine.dispose()
@@ -383,6 +402,15 @@ class Store:
         at = epoch(due)
         next_at = at if status == "queued" else None
         created = 0
+        if self._hot is not None:
+            for part in _batches(items, batch):
+                now = self.clock()
+                rows = [
+                    (campaign_id, edition, step, key, template, status, next_at, reason, now, now)
+                    for key, template in part
+                ]
+                created += await self._hot.run(partial(hot.enqueue, rows=rows))
+            return created
         for part in _batches(items, batch):
             now = self.clock()
             async with self._tx() as conn:
@@ -424,6 +452,17 @@ class Store:
         ``sending``, oldest due first: status ``sending``, ``attempts`` + 1, held by ``worker``
         until ``now + lease``."""
         t = epoch(now)
+        if self._hot is not None:
+            return await self._hot.run(
+                partial(
+                    hot.claim,
+                    worker=worker,
+                    now=t,
+                    lease=lease,
+                    limit=limit,
+                    campaign_ids=list(campaign_ids),
+                )
+            )
         async with self._tx() as conn:
             return await leases.claim(
                 conn, worker=worker, now=t, lease=lease, limit=limit, campaign_ids=campaign_ids
@@ -434,6 +473,12 @@ class Store:
         (a limit says wait, the window is closed, the campaign was paused meanwhile)."""
         if not ids:
             return
+        if self._hot is not None:
+            job = partial(
+                hot.release, ids=list(ids), next_at=epoch(next_attempt_at), now=self.clock()
+            )
+            await self._hot.run(job)
+            return
         async with self._tx() as conn:
             await leases.release(
                 conn, list(ids), next_attempt_at=epoch(next_attempt_at), now=self.clock()
@@ -443,17 +488,26 @@ class Store:
         """Mark a claimed row as entering its SMTP transaction; returns once committed (group
         commit, like ``record``). Until then a crash hands the row back instead of making it
         ``uncertain`` — so at most the messages really in flight can be uncertain."""
+        if self._hot is not None:
+            job = partial(hot.start, items=[(message, service)], now=self.clock())
+            await self._hot.run(job, counted=1)
+            return
         await self._outcomes.submit([(message, service)])
 
     async def record(self, outcomes_: Sequence[Outcome]) -> None:
         """Apply outcomes; returns once they are committed. Concurrent calls share one
         transaction (group commit), each still waiting for its own outcomes."""
+        if self._hot is not None:
+            if outcomes_:
+                job = partial(hot.record, outcomes=list(outcomes_), day=self._day)
+                await self._hot.run(job, counted=len(outcomes_))
+            return
         await self._outcomes.submit(list(outcomes_))
 
     @property
     def commit_stats(self) -> BatchStats:
-        """Group-commit counters: requests, items, transactions, largest."""
-        return self._outcomes.stats
+        """Group-commit counters of starts and outcomes: requests, items, transactions, largest."""
+        return self._hot.stats if self._hot is not None else self._outcomes.stats
 
     async def _commit_outcomes(self, items: Sequence[Outcome | tuple[int, str]]) -> None:
         done = [i for i in items if isinstance(i, Outcome)]
