@@ -178,12 +178,19 @@ async def settle(
     conn: AsyncConnection, where: sa.ColumnElement[bool], *, now: float, why: str
 ) -> int:
     """Rows in ``sending`` matching ``where`` whose worker is gone: those that never started an
-    SMTP transaction go back to the queue untouched; the others become ``uncertain``."""
+    SMTP transaction go back to the queue untouched; the others become ``uncertain`` (counted)."""
+    return (await settle_counts(conn, where, now=now, why=why))[1]
+
+
+async def settle_counts(
+    conn: AsyncConnection, where: sa.ColumnElement[bool], *, now: float, why: str
+) -> tuple[int, int]:
+    """``settle``, returning (rows back to the queue, rows made ``uncertain``)."""
     idle = sa.and_(m.c.status.in_(SETTLEABLE), where, m.c.service.is_(None))
     ids: list[int] = list((await conn.execute(sa.select(m.c.id).where(idle))).scalars())
-    if ids:
-        await release(conn, ids, next_attempt_at=now, now=now)
-    return await mark_uncertain(conn, sa.and_(where, m.c.service.is_not(None)), now=now, why=why)
+    released = await release(conn, ids, next_attempt_at=now, now=now) if ids else 0
+    started = sa.and_(where, m.c.service.is_not(None))
+    return released, await mark_uncertain(conn, started, now=now, why=why)
 
 
 async def mark_uncertain(
@@ -248,6 +255,10 @@ async def requeue(
         .where(cond)
         .values(
             status="queued",
+            # The old error said why it stopped ("… so it is not resent"); no longer true.
+            last_error=sa.literal("re-queued by the operator (was ", sa.Text) + m.c.status + ")",
+            last_code=None,
+            last_enhanced=None,
             next_attempt_at=now,
             attempts=0,
             first_attempt_at=None,

@@ -11,7 +11,7 @@ Failures, off the fast path:
 * a job that finds rows elsewhere than expected (``hot.Recheck``) or fails on its data (a
   constraint, a refused transition) makes the group roll back; each job is then run alone, in
   its careful mode, so one bad outcome cannot fail its neighbours;
-* the database being unusable (``TRANSIENT`` result codes: locked past the busy timeout, disk
+* the database being unusable (``faults.transient``: locked past the busy timeout, disk
   I/O error, disk full, the file gone) is weather: the connection is dropped, the same jobs
   are retried with a backoff (0.05 s doubling to 2 s) until they commit, and ``health`` says
   why meanwhile. An outcome handed over is therefore committed as soon as the database takes
@@ -37,43 +37,14 @@ import sqlalchemy as sa
 from ..errors import StoreError
 from . import hot
 from .batcher import BatchStats
+from .faults import StoreUnavailable, describe, transient
 
 log = logging.getLogger("campaignd.store")
 T = TypeVar("T")
 Job = Callable[[sqlite3.Connection, bool], T]
 
 PRAGMAS = ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON")
-TRANSIENT = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_IOERR", "SQLITE_FULL", "SQLITE_CANTOPEN",
-             "SQLITE_PROTOCOL", "SQLITE_READONLY", "SQLITE_NOMEM")  # fmt: skip
-"""Result codes (and their extended forms) that say the database cannot be used *now*; any other
-error (a constraint, a bug in a statement) is not retried."""
-
-
-def transient(exc: BaseException) -> bool:
-    if not isinstance(exc, sqlite3.OperationalError | sqlite3.DatabaseError):
-        return False
-    name = getattr(exc, "sqlite_errorname", "") or ""
-    return name.startswith(TRANSIENT)
-
-
-class StoreUnavailable(StoreError):
-    """The database cannot be used right now (unreachable, locked, disk full); ``reason`` is what
-    ``Store.health`` shows."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-def describe(exc: BaseException) -> str:
-    """The operator's words for a database failure (``Store.health``)."""
-    text = str(exc).strip() or type(exc).__name__
-    low = text.lower()
-    if "full" in low or "no space" in low or "diskfull" in type(exc).__name__.lower():
-        return "database disk full"
-    if "locked" in low or "busy" in low:
-        return f"database locked: {text}"
-    return f"database unreachable: {text}"
+DISK_FULL = "database disk full"
 
 
 @dataclass
@@ -114,6 +85,7 @@ class SqliteWriter:
         self._stopped: asyncio.Future[None] | None = None
         self._conn: sqlite3.Connection | None = None
         self._state = _Shared()
+        self._wrote = False
         self.stats = BatchStats()
 
     # ------------------------------------------------------------ event-loop side
@@ -246,7 +218,9 @@ class SqliteWriter:
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 continue
-            if self._state.health != "ok":
+            # A transaction that wrote nothing needs no free space: it proves a full disk
+            # nothing, so only one that changed rows clears "disk full".
+            if self._state.health != "ok" and (self._wrote or self._state.health != DISK_FULL):
                 log.warning("database %s takes writes again", self.path)
                 self._set_health("ok", None)
             return results
@@ -255,10 +229,12 @@ class SqliteWriter:
         if self._conn is None:
             self._conn = self._connect()
         conn = self._conn
+        before = conn.total_changes
         conn.execute("BEGIN IMMEDIATE")
         try:
             results = [r.job(conn, careful) for r in group]
             conn.execute("COMMIT")
+            self._wrote = conn.total_changes > before
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
