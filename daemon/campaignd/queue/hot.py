@@ -60,7 +60,9 @@ ORDER BY m.next_attempt_at, m.id
 START = f"""
 UPDATE messages SET service = ?, updated_at = ?
 WHERE id = ? AND status IN ({_in(states.sources("start", "sending"))})
+  AND (? IS NULL OR claimed_by = ?)
 """
+HOLDERS = f"SELECT id, status, claimed_by FROM messages WHERE id IN ({_IDS})"
 _RELEASED_FROM = states.sources_any("release")
 RELEASE = f"""
 UPDATE messages SET
@@ -180,14 +182,24 @@ def claim(
 
 
 def start(
-    conn: sqlite3.Connection, careful: bool, *, items: Sequence[tuple[int, str]], now: float
+    conn: sqlite3.Connection,
+    careful: bool,
+    *,
+    items: Sequence[tuple[int, str, str | None]],
+    now: float,
 ) -> None:
+    """``items``: (message, service, the worker that claimed it or None if unknown)."""
     if careful:
-        found = _statuses(conn, [i for i, _ in items])
-        _refuse(found, [i for i, _ in items], "start", "sending")
-        items = [(i, s) for i, s in items if i in found]
-    changed = conn.executemany(START, [(service, now, i) for i, service in items]).rowcount
-    if changed != len(items):
+        rows = conn.execute(HOLDERS, (_ids([i for i, _, _ in items]),)).fetchall()
+        found = {i: status for i, status, _ in rows}
+        _refuse(found, [i for i, _, _ in items], "start", "sending")
+        holder = {i: by for i, _, by in rows}
+        for i, _, worker in items:
+            if worker is not None and i in holder and holder[i] != worker:
+                raise states.ClaimLost(i, worker, holder[i])
+        items = [item for item in items if item[0] in found]
+    params = [(service, now, i, worker, worker) for i, service, worker in items]
+    if conn.executemany(START, params).rowcount != len(items):
         raise Recheck
 
 

@@ -146,21 +146,32 @@ async def release(
     return count
 
 
-async def start(conn: AsyncConnection, items: Sequence[tuple[int, str]], *, now: float) -> None:
+async def start(
+    conn: AsyncConnection, items: Sequence[tuple[int, str, str | None]], *, now: float
+) -> None:
     """The SMTP transaction of these claimed rows is about to begin, through these services:
-    from here on a crash makes them ``uncertain`` instead of handing them back."""
-    by_service: dict[str, list[int]] = {}
-    for message, service in items:
-        by_service.setdefault(service, []).append(message)
-    for service, ids in by_service.items():
+    from here on a crash makes them ``uncertain`` instead of handing them back. Each item is
+    (message, service, the worker that claimed it or None): a row another worker holds now
+    raises ``ClaimLost``."""
+    by_key: dict[tuple[str, str | None], list[int]] = {}
+    for message, service, worker in items:
+        by_key.setdefault((service, worker), []).append(message)
+    for (service, worker), ids in by_key.items():
         for part in chunks(ids):
+            cond = sa.and_(m.c.id.in_(part), m.c.status.in_(STARTABLE))
+            if worker is not None:
+                cond = sa.and_(cond, m.c.claimed_by == worker)
             result = await conn.execute(
-                sa.update(m)
-                .where(m.c.id.in_(part), m.c.status.in_(STARTABLE))
-                .values(service=service, updated_at=now)
+                sa.update(m).where(cond).values(service=service, updated_at=now)
             )
             if result.rowcount != len(set(part)):
                 await _refuse(conn, part, "start", "sending")
+                rows = await conn.execute(
+                    sa.select(m.c.id, m.c.claimed_by).where(m.c.id.in_(list(part)))
+                )
+                for row in rows:
+                    if row.claimed_by != worker:
+                        raise states.ClaimLost(row.id, worker or "?", row.claimed_by)
 
 
 async def _refuse(conn: AsyncConnection, ids: Sequence[int], operation: str, target: str) -> None:

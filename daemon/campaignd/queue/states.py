@@ -93,6 +93,18 @@ class TransitionError(StoreError):
         )
 
 
+class ClaimLost(StoreError):
+    """``start`` for a row another worker holds now: this worker's claim was released (its
+    heartbeat was taken for dead) and the row claimed again. Sending it would send it twice."""
+
+    def __init__(self, message: int, worker: str, holder: str | None) -> None:
+        self.message = message
+        super().__init__(
+            f"message {message} is held by {holder or 'nobody'}, not {worker}: this daemon's "
+            "claim was released meanwhile (missed heartbeats?) — it is not sent from here"
+        )
+
+
 def allowed(operation: str, source: str | None, target: str) -> bool:
     return (operation, source, target) in _ALLOWED
 

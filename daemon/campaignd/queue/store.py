@@ -170,7 +170,10 @@ class Store:
         self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
         # Starts and outcomes share one writer: a transaction commits the outcomes of the
         # messages just sent and the starts of the next ones together (half the commits).
-        self._outcomes: GroupCommit[Outcome | tuple[int, str]] = GroupCommit(
+        self._claimed: dict[int, str] = {}
+        """Claimed, not yet started: message → the worker that claimed it, so ``start`` sends
+        only rows still held by that worker (see ``release_dead``)."""
+        self._outcomes: GroupCommit[Outcome | tuple[int, str, str | None]] = GroupCommit(
             self._commit_outcomes, transient=faults.transient, on_fault=self._fault
         )
         # SQLite's hot path (claim, start, outcomes, release, enqueue) bypasses SQLAlchemy: one
@@ -595,20 +598,23 @@ class Store:
         until ``now + lease``."""
         t = epoch(now)
         if self._hot is not None:
-            return await self._hot.run(
-                partial(
-                    hot.claim,
-                    worker=worker,
-                    now=t,
-                    lease=lease,
-                    limit=limit,
-                    campaign_ids=list(campaign_ids),
+            job = partial(
+                hot.claim,
+                worker=worker,
+                now=t,
+                lease=lease,
+                limit=limit,
+                campaign_ids=list(campaign_ids),
+            )
+            claimed = await self._hot.run(job)
+        else:
+            async with self._tx() as conn:
+                claimed = await leases.claim(
+                    conn, worker=worker, now=t, lease=lease, limit=limit, campaign_ids=campaign_ids
                 )
-            )
-        async with self._tx() as conn:
-            return await leases.claim(
-                conn, worker=worker, now=t, lease=lease, limit=limit, campaign_ids=campaign_ids
-            )
+        for c in claimed:
+            self._claimed[c.id] = worker
+        return claimed
 
     @_patient(forever=True)
     async def release(self, ids: Sequence[int], *, next_attempt_at: Time) -> None:
@@ -616,6 +622,8 @@ class Store:
         (a limit says wait, the window is closed, the campaign was paused meanwhile)."""
         if not ids:
             return
+        for i in ids:
+            self._claimed.pop(i, None)
         if self._hot is not None:
             job = partial(
                 hot.release, ids=list(ids), next_at=epoch(next_attempt_at), now=self.clock()
@@ -631,15 +639,18 @@ class Store:
         """Mark a claimed row as entering its SMTP transaction; returns once committed (group
         commit, like ``record``). Until then a crash hands the row back instead of making it
         ``uncertain`` — so at most the messages really in flight can be uncertain."""
+        item = (message, service, self._claimed.pop(message, None))
         if self._hot is not None:
-            job = partial(hot.start, items=[(message, service)], now=self.clock())
-            await self._hot.run(job, counted=1)
+            await self._hot.run(partial(hot.start, items=[item], now=self.clock()), counted=1)
             return
-        await self._outcomes.submit([(message, service)])
+        await self._outcomes.submit([item])
 
     async def record(self, outcomes_: Sequence[Outcome]) -> None:
         """Apply outcomes; returns once they are committed. Concurrent calls share one
         transaction (group commit), each still waiting for its own outcomes."""
+        if self._claimed:
+            for o in outcomes_:
+                self._claimed.pop(o.id, None)
         if self._hot is not None:
             if outcomes_:
                 job = partial(hot.record, outcomes=list(outcomes_), day=self._day)
@@ -652,7 +663,9 @@ class Store:
         """Group-commit counters of starts and outcomes: requests, items, transactions, largest."""
         return self._hot.stats if self._hot is not None else self._outcomes.stats
 
-    async def _commit_outcomes(self, items: Sequence[Outcome | tuple[int, str]]) -> None:
+    async def _commit_outcomes(
+        self, items: Sequence[Outcome | tuple[int, str, str | None]]
+    ) -> None:
         done = [i for i in items if isinstance(i, Outcome)]
         starts = [i for i in items if not isinstance(i, Outcome)]
         async with self._tx() as conn:

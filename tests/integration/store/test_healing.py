@@ -21,6 +21,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from campaignd.queue.states import ClaimLost, TransitionError
 from campaignd.queue.store import Outcome, Store
 
 from .factory import T0, OpenStore, seed
@@ -324,3 +325,30 @@ async def test_postgres_restart_and_outage_mid_send_lose_nothing(
         with contextlib.suppress(Exception):
             await asyncio.to_thread(pg_cluster.start)  # if the test died while it was down
         await store.close()
+
+
+async def test_a_daemon_taken_for_dead_cannot_start_what_it_no_longer_holds(
+    open_store: OpenStore,
+) -> None:
+    slow, survivor = await open_store(), await open_store()
+    await seed(slow, n=2)
+    await slow.heartbeat("host-a:1", now=T0)
+    a, b = await slow.claim(worker="host-a:1", now=T0, lease=600, limit=2, campaign_ids=["launch"])
+    # host-a stalls (no heartbeat for 40 s) without dying; host-b settles its claims.
+    await survivor.heartbeat("host-b:2", now=T0 + 40)
+    assert await survivor.release_dead("host-b:2", now=T0 + 40) == 2
+    # Back in the queue and not claimed again yet: starting it is a refused transition.
+    with pytest.raises(TransitionError, match="is queued: start"):
+        await slow.start(a.id, "relay")
+    # Claimed again by the survivor: the stale claim must not send it a second time.
+    again = await survivor.claim(
+        worker="host-b:2", now=T0 + 41, lease=600, limit=2, campaign_ids=["launch"]
+    )
+    assert {c.id for c in again} == {a.id, b.id}
+    with pytest.raises(ClaimLost, match="held by host-b:2, not host-a:1"):
+        await slow.start(b.id, "relay")
+    await survivor.start(b.id, "relay")
+    row = await survivor.get_message(b.id)
+    assert row is not None and (row.status, row.service, row.claimed_by) == (
+        "sending", "relay", "host-b:2",
+    )  # fmt: skip
