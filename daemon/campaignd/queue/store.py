@@ -2,9 +2,13 @@
 nothing twice (SPEC §6).
 
 ``Store`` is the one object the daemon, the API and campaignctl use; SQL lives in the sibling
-modules (``leases``, ``outcomes``, ``reports``, ``history``) and dialect differences stay in
-this package. Write transactions are short and, on SQLite, serialized in-process (one writer);
-reads never hold a snapshot across awaits of the caller, so WAL checkpoints are not starved.
+modules (``leases``, ``outcomes``, ``reports``, ``history``; on SQLite the per-message path in
+``hot`` on the stdlib driver, run by ``writer``'s thread) and dialect differences stay in this
+package. Every message-status change follows ``states``. Write transactions are short; reads
+never hold a snapshot across awaits of the caller, so WAL checkpoints are not starved.
+
+The database going away is weather (``faults``): calls retry with a backoff, outcomes wait in
+memory until they commit, and ``health`` says what is wrong meanwhile.
 
 Times are float epoch seconds; methods that take a time also accept an aware ``datetime``.
 """
