@@ -101,8 +101,9 @@ P = ParamSpec("P")
 Time = float | datetime
 RETRY_FOR = 30.0
 """Seconds an ordinary store call keeps retrying a database that is away before it raises
-``StoreUnavailable``; the delivery loop's calls (claim, release, next_due, pending, suppressed)
-and every outcome wait until it is back."""
+``StoreUnavailable`` (the API answers then, the supervisor restarts a loop). ``claim`` and
+``release``, which only the delivery loop calls, and every start and outcome wait until the
+database is back or the store closes."""
 HEARTBEAT_TIMEOUT = 30.0
 """A daemon whose heartbeat is older than this is taken for dead (heartbeat every ~10 s)."""
 ENQUEUE_STATUSES = states.targets("enqueue")
@@ -864,7 +865,7 @@ class Store:
             await self.release_dead(worker, stale_after=stale_after)
             await asyncio.sleep(every)
 
-    @_patient(forever=True)
+    @_patient()
     async def next_due(self, campaign_ids: Collection[str]) -> float | None:
         """The earliest ``next_attempt_at`` of queued or deferred rows of those campaigns."""
         if not campaign_ids:
@@ -877,7 +878,7 @@ class Store:
             )
         return due
 
-    @_patient(forever=True)
+    @_patient()
     async def pending(self, campaign_id: str) -> int:
         """Rows not settled yet (queued, sending, deferred)."""
         async with self._read() as conn:
@@ -1100,7 +1101,7 @@ class Store:
             )
         return result.rowcount > 0
 
-    @_patient(forever=True)
+    @_patient()
     async def suppressed(self, keys: Sequence[str]) -> set[str]:
         """Those of ``keys`` on the suppression list (compared case-insensitively)."""
         if not keys:
