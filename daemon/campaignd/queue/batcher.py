@@ -5,7 +5,9 @@ committed before the SMTP session takes its next message" still holds, but sixte
 finishing at once cost one fsync instead of sixteen. Whatever is queued when the writer wakes
 (up to ``max_items``) goes into one transaction; while it commits, the next burst gathers.
 If a combined transaction fails, each caller's part is retried alone, so one bad outcome
-cannot fail its neighbours.
+cannot fail its neighbours. A failure the ``transient`` predicate calls weather (the database
+restarting, unreachable, its disk full) fails nobody: the same items are retried with a backoff
+until they commit — they stay in memory meanwhile — and ``on_fault`` hears of it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from ..errors import StoreError
+from .faults import StoreUnavailable, describe
 
 log = logging.getLogger("campaignd.store")
 T = TypeVar("T")
@@ -50,8 +53,14 @@ class GroupCommit(Generic[T]):
         *,
         max_items: int = 500,
         name: str = "store-writer",
+        transient: Callable[[BaseException], bool] | None = None,
+        on_fault: Callable[[BaseException | None], None] | None = None,
+        close_grace: float = 10.0,
     ) -> None:
-        self._commit = commit
+        self._commit_once = commit
+        self._transient = transient
+        self._on_fault = on_fault
+        self._grace = close_grace
         self._max = max_items
         self._queue: asyncio.Queue[_Request[T] | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
@@ -136,6 +145,29 @@ class GroupCommit(Generic[T]):
         self._count(burst)
         for request in burst:
             _settle(request, None)
+
+    async def _commit(self, items: Sequence[T]) -> None:
+        delay = 0.05
+        give_up: float | None = None
+        while True:
+            try:
+                await self._commit_once(items)
+            except Exception as exc:
+                if self._transient is None or not self._transient(exc):
+                    raise
+                if self._on_fault is not None:
+                    self._on_fault(exc)
+                if self._closed:
+                    now = asyncio.get_running_loop().time()
+                    give_up = give_up or now + self._grace
+                    if now >= give_up:
+                        raise StoreUnavailable(describe(exc)) from exc
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            if self._on_fault is not None:
+                self._on_fault(None)
+            return
 
     def _count(self, burst: list[_Request[T]]) -> None:
         n = sum(len(r.items) for r in burst)

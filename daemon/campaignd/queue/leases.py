@@ -15,12 +15,18 @@ from collections.abc import Collection, Sequence
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from . import states
 from .rows import Claimed
-from .tables import DUE_STATUSES, RETRYABLE_STATUSES, campaigns, events, messages, recipients
+from .tables import campaigns, events, messages, recipients
 
 m, r = messages, recipients
 CHUNK = 1000
 """Ids per statement: far below SQLite's and asyncpg's bound-parameter limits."""
+CLAIMABLE = states.sources("claim", "sending")
+RELEASABLE = states.sources_any("release")
+STARTABLE = states.sources("start", "sending")
+SETTLEABLE = states.sources("settle", "uncertain")
+RETRYABLE = states.sources("retry", "queued")
 
 
 def chunks(items: Sequence[int], size: int = CHUNK) -> list[Sequence[int]]:
@@ -45,7 +51,7 @@ async def claim(
     pick = (
         sa.select(m.c.id)
         .where(
-            m.c.status.in_(DUE_STATUSES),
+            m.c.status.in_(CLAIMABLE),
             m.c.next_attempt_at <= now,
             m.c.campaign_id.in_(sending.scalar_subquery()),
         )
@@ -56,9 +62,11 @@ async def claim(
     ids: list[int] = list((await conn.execute(pick)).scalars())
     if not ids:
         return []
-    await conn.execute(
+    # SKIP LOCKED (PostgreSQL) or BEGIN IMMEDIATE (SQLite) keep these rows ours until commit,
+    # so the guard only fails if the table and the pick disagree: a bug, not a race.
+    claimed = await conn.execute(
         sa.update(m)
-        .where(m.c.id.in_(ids))
+        .where(m.c.id.in_(ids), m.c.status.in_(CLAIMABLE))
         .values(
             status="sending",
             service=None,  # set by start(): a row without one never reached an SMTP server
@@ -69,6 +77,8 @@ async def claim(
             updated_at=now,
         )
     )
+    if claimed.rowcount != len(ids):
+        await _refuse(conn, ids, "claim", "sending")
     rows = await conn.execute(
         sa.select(
             m.c.id,
@@ -119,7 +129,7 @@ async def release(
     for part in chunks(ids):
         result = await conn.execute(
             sa.update(m)
-            .where(m.c.id.in_(part), m.c.status == "sending")
+            .where(m.c.id.in_(part), m.c.status.in_(RELEASABLE))
             .values(
                 status=sa.case((retried_before, "deferred"), else_="queued"),
                 attempts=m.c.attempts - 1,
@@ -130,35 +140,68 @@ async def release(
                 updated_at=now,
             )
         )
+        if result.rowcount != len(set(part)):
+            await _refuse(conn, part, "release", "queued")
         count += result.rowcount
     return count
 
 
-async def start(conn: AsyncConnection, items: Sequence[tuple[int, str]], *, now: float) -> None:
+async def start(
+    conn: AsyncConnection, items: Sequence[tuple[int, str, str | None]], *, now: float
+) -> None:
     """The SMTP transaction of these claimed rows is about to begin, through these services:
-    from here on a crash makes them ``uncertain`` instead of handing them back."""
-    by_service: dict[str, list[int]] = {}
-    for message, service in items:
-        by_service.setdefault(service, []).append(message)
-    for service, ids in by_service.items():
+    from here on a crash makes them ``uncertain`` instead of handing them back. Each item is
+    (message, service, the worker that claimed it or None): a row another worker holds now
+    raises ``ClaimLost``."""
+    by_key: dict[tuple[str, str | None], list[int]] = {}
+    for message, service, worker in items:
+        by_key.setdefault((service, worker), []).append(message)
+    for (service, worker), ids in by_key.items():
         for part in chunks(ids):
-            await conn.execute(
-                sa.update(m)
-                .where(m.c.id.in_(part), m.c.status == "sending")
-                .values(service=service, updated_at=now)
+            cond = sa.and_(m.c.id.in_(part), m.c.status.in_(STARTABLE))
+            if worker is not None:
+                cond = sa.and_(cond, m.c.claimed_by == worker)
+            result = await conn.execute(
+                sa.update(m).where(cond).values(service=service, updated_at=now)
             )
+            if result.rowcount != len(set(part)):
+                await _refuse(conn, part, "start", "sending")
+                rows = await conn.execute(
+                    sa.select(m.c.id, m.c.claimed_by).where(m.c.id.in_(list(part)))
+                )
+                for row in rows:
+                    if row.claimed_by != worker:
+                        raise states.ClaimLost(row.id, worker or "?", row.claimed_by)
+
+
+async def _refuse(conn: AsyncConnection, ids: Sequence[int], operation: str, target: str) -> None:
+    """Some of ``ids`` were not in a status ``operation`` may leave: raise for the first one
+    (the caller's transaction rolls back, so nothing of it is written). Rows that no longer
+    exist are not an error here (a campaign deleted while they were in flight)."""
+    rows = await conn.execute(sa.select(m.c.id, m.c.status).where(m.c.id.in_(list(ids))))
+    found: dict[int, str] = {row.id: row.status for row in rows}
+    for i in ids:
+        if i in found and not states.allowed(operation, found[i], target):
+            raise states.TransitionError(operation, i, found[i], target)
 
 
 async def settle(
     conn: AsyncConnection, where: sa.ColumnElement[bool], *, now: float, why: str
 ) -> int:
     """Rows in ``sending`` matching ``where`` whose worker is gone: those that never started an
-    SMTP transaction go back to the queue untouched; the others become ``uncertain``."""
-    idle = sa.and_(m.c.status == "sending", where, m.c.service.is_(None))
+    SMTP transaction go back to the queue untouched; the others become ``uncertain`` (counted)."""
+    return (await settle_counts(conn, where, now=now, why=why))[1]
+
+
+async def settle_counts(
+    conn: AsyncConnection, where: sa.ColumnElement[bool], *, now: float, why: str
+) -> tuple[int, int]:
+    """``settle``, returning (rows back to the queue, rows made ``uncertain``)."""
+    idle = sa.and_(m.c.status.in_(SETTLEABLE), where, m.c.service.is_(None))
     ids: list[int] = list((await conn.execute(sa.select(m.c.id).where(idle))).scalars())
-    if ids:
-        await release(conn, ids, next_attempt_at=now, now=now)
-    return await mark_uncertain(conn, sa.and_(where, m.c.service.is_not(None)), now=now, why=why)
+    released = await release(conn, ids, next_attempt_at=now, now=now) if ids else 0
+    started = sa.and_(where, m.c.service.is_not(None))
+    return released, await mark_uncertain(conn, started, now=now, why=why)
 
 
 async def mark_uncertain(
@@ -166,7 +209,7 @@ async def mark_uncertain(
 ) -> int:
     """Rows in ``sending`` matching ``where`` → ``uncertain``, each with an event naming the
     worker that held it. ``claimed_by`` stays as the record of who that was."""
-    cond = sa.and_(m.c.status == "sending", where)
+    cond = sa.and_(m.c.status.in_(SETTLEABLE), where)
     detail = (
         sa.literal(why, sa.Text) + " (claimed by " + sa.func.coalesce(m.c.claimed_by, "?") + ")"
     )
@@ -197,11 +240,11 @@ async def requeue(
     conn: AsyncConnection, campaign_id: str, statuses: Collection[str], *, now: float
 ) -> int:
     """The operator's decision: these rows get a fresh life (attempts and give-up clock reset)."""
-    wrong = set(statuses) - RETRYABLE_STATUSES
+    wrong = set(statuses) - set(RETRYABLE)
     if wrong or not statuses:
         raise ValueError(
             f"cannot re-queue {', '.join(sorted(wrong)) or 'nothing'} — choose from "
-            f"{', '.join(sorted(RETRYABLE_STATUSES))}"
+            f"{', '.join(RETRYABLE)}"
         )
     cond = sa.and_(m.c.campaign_id == campaign_id, m.c.status.in_(sorted(statuses)))
     await conn.execute(
@@ -223,6 +266,10 @@ async def requeue(
         .where(cond)
         .values(
             status="queued",
+            # The old error said why it stopped ("… so it is not resent"); no longer true.
+            last_error=sa.literal("re-queued by the operator (was ", sa.Text) + m.c.status + ")",
+            last_code=None,
+            last_enhanced=None,
             next_attempt_at=now,
             attempts=0,
             first_attempt_at=None,

@@ -15,10 +15,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from . import states
 from .database import insert
 from .leases import chunks
 from .rows import EventIn, Outcome
-from .tables import EVENT_COLUMNS, events, messages, service_days, suppressions
+from .tables import EVENT_COLUMNS, MESSAGE_STATUSES, events, messages, service_days, suppressions
 
 log = logging.getLogger("campaignd.store")
 m = messages
@@ -60,11 +61,21 @@ async def apply_outcomes(
     ordered = sorted(outcomes, key=lambda o: o.id)
     ids = sorted({o.id for o in ordered})
     known: dict[int, tuple[str, str]] = {}
+    status: dict[int, str] = {}
     for part in chunks(ids):
         rows = await conn.execute(
-            sa.select(m.c.id, m.c.campaign_id, m.c.recipient).where(m.c.id.in_(part))
+            sa.select(m.c.id, m.c.campaign_id, m.c.recipient, m.c.status)
+            .where(m.c.id.in_(part))
+            .with_for_update()
         )
-        known.update((row.id, (row.campaign_id, row.recipient)) for row in rows)
+        for row in rows:
+            known[row.id] = (row.campaign_id, row.recipient)
+            status[row.id] = row.status
+    for o in ordered:
+        # A status outside the schema (only reachable past Outcome's validation) is left to
+        # the database's CHECK constraint, which names it.
+        if o.id in status and o.status in MESSAGE_STATUSES:
+            states.check("outcome", status[o.id], o.status, message=o.id)
     gone = [o.id for o in ordered if o.id not in known]
     if gone:
         # Deleted while in flight (a stopped campaign cleaned up): nothing left to record on.
@@ -187,9 +198,9 @@ async def apply_event(conn: AsyncConnection, ev: EventIn) -> bool:
         if ev.kind in EVENT_COLUMNS:
             await stamp(conn, ev.message, ev.kind, ev.at)
         if ev.status is not None:
-            await conn.execute(
+            changed = await conn.execute(
                 sa.update(m)
-                .where(m.c.id == ev.message)
+                .where(m.c.id == ev.message, m.c.status.in_(states.sources("feedback", ev.status)))
                 .values(
                     status=ev.status,
                     last_error=sa.func.coalesce(ev.detail, m.c.last_error),
@@ -198,6 +209,10 @@ async def apply_event(conn: AsyncConnection, ev: EventIn) -> bool:
                     updated_at=ev.at,
                 )
             )
+            if changed.rowcount == 0:
+                now = await conn.scalar(sa.select(m.c.status).where(m.c.id == ev.message))
+                if now is not None:  # a message deleted meanwhile keeps only the event
+                    raise states.TransitionError("feedback", ev.message, now, ev.status)
     if ev.suppress and recipient:
         await conn.execute(
             insert(conn, suppressions)

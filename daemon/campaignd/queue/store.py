@@ -2,9 +2,13 @@
 nothing twice (SPEC §6).
 
 ``Store`` is the one object the daemon, the API and campaignctl use; SQL lives in the sibling
-modules (``leases``, ``outcomes``, ``reports``, ``history``) and dialect differences stay in
-this package. Write transactions are short and, on SQLite, serialized in-process (one writer);
-reads never hold a snapshot across awaits of the caller, so WAL checkpoints are not starved.
+modules (``leases``, ``outcomes``, ``reports``, ``history``; on SQLite the per-message path in
+``hot`` on the stdlib driver, run by ``writer``'s thread) and dialect differences stay in this
+package. Every message-status change follows ``states``. Write transactions are short; reads
+never hold a snapshot across awaits of the caller, so WAL checkpoints are not starved.
+
+The database going away is weather (``faults``): calls retry with a backoff, outcomes wait in
+memory until they commit, and ``health`` says what is wrong meanwhile.
 
 Times are float epoch seconds; methods that take a time also accept an aware ``datetime``.
 """
@@ -13,23 +17,42 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Coroutine,
+    Iterable,
+    Sequence,
+)
 from datetime import UTC, date, datetime, tzinfo
+from functools import partial
 from itertools import islice
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..errors import StoreError
-from . import feedback, history, leases, outcomes, reports
+from . import faults, feedback, history, hot, leases, outcomes, reports, states
 from .batcher import BatchStats, GroupCommit
-from .database import WRITE_OPTION, create_engine, display, insert, normalize_url, upgrade
+from .database import (
+    BUSY_TIMEOUT_MS,
+    WRITE_OPTION,
+    create_engine,
+    display,
+    insert,
+    normalize_url,
+    upgrade,
+)
+from .faults import StoreUnavailable
 from .history import HistorySnapshot, epoch, normalize_key
 from .rows import (
     CampaignCounts,
@@ -48,12 +71,14 @@ from .tables import (
     FINAL_STATES,
     PENDING_STATUSES,
     campaigns,
+    daemons,
     editions,
     events,
     messages,
     suppressions,
 )
 from .tables import recipients as recipients_table
+from .writer import SqliteWriter
 
 __all__ = [
     "CampaignCounts",
@@ -65,20 +90,58 @@ __all__ = [
     "Outcome",
     "RecipientIn",
     "Store",
+    "StoreUnavailable",
     "SuppressionRow",
 ]
 
 log = logging.getLogger("campaignd.store")
 m = messages
 T = TypeVar("T")
+P = ParamSpec("P")
 Time = float | datetime
-ENQUEUE_STATUSES = frozenset({"queued", "skipped", "suppressed"})
+RETRY_FOR = 30.0
+"""Seconds an ordinary store call keeps retrying a database that is away before it raises
+``StoreUnavailable`` (the API answers then, the supervisor restarts a loop). ``claim`` and
+``release``, which only the delivery loop calls, and every start and outcome wait until the
+database is back or the store closes."""
+HEARTBEAT_TIMEOUT = 30.0
+"""A daemon whose heartbeat is older than this is taken for dead (heartbeat every ~10 s)."""
+ENQUEUE_STATUSES = states.targets("enqueue")
 
 
 def _batches(items: Iterable[T], size: int) -> Iterable[list[T]]:
     it = iter(items)
     while batch := list(islice(it, max(1, size))):
         yield batch
+
+
+def _patient(
+    *, forever: bool = False
+) -> Callable[
+    [Callable[Concatenate[Store, P], Awaitable[T]]],
+    Callable[Concatenate[Store, P], Coroutine[Any, Any, T]],
+]:
+    """Retry the whole call (each is one transaction, or idempotent batches) while the
+    database is away; ``forever``: until it is back or the store closes."""
+
+    def wrap(
+        fn: Callable[Concatenate[Store, P], Awaitable[T]],
+    ) -> Callable[Concatenate[Store, P], Coroutine[Any, Any, T]]:
+        @functools.wraps(fn)
+        async def call(store: Store, /, *args: P.args, **kwargs: P.kwargs) -> T:
+            try:
+                result = await fn(store, *args, **kwargs)
+            except Exception as exc:  # the only try on the fast path; retries live below
+                if not faults.transient(exc):
+                    raise
+                return await store._retry_call(exc, forever, lambda: fn(store, *args, **kwargs))
+            if store._sa_health != "ok":
+                store._fault(None)
+            return result
+
+        return call
+
+    return wrap
 
 
 class Store:
@@ -91,8 +154,16 @@ class Store:
         url: str,
         day_zone: tzinfo = UTC,
         clock: Callable[[], float] = time.time,
+        retry_for: float = RETRY_FOR,
     ) -> None:
         self.engine = engine
+        self.retry_for = retry_for
+        self._closing = False
+        self._race_hook: Callable[[str], Awaitable[None]] | None = None
+        """Test seam: awaited inside ``retry``'s and ``complete``'s transactions, after the
+        campaign row is locked, with the method's name (drives a race deterministically)."""
+        self._sa_health = "ok"
+        self._sa_health_since = time.time()
         self.url = url
         """Without password, for messages."""
         self.day_zone = day_zone
@@ -104,7 +175,19 @@ class Store:
         self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
         # Starts and outcomes share one writer: a transaction commits the outcomes of the
         # messages just sent and the starts of the next ones together (half the commits).
-        self._outcomes: GroupCommit[Outcome | tuple[int, str]] = GroupCommit(self._commit_outcomes)
+        self._claimed: dict[int, str] = {}
+        """Claimed, not yet started: message → the worker that claimed it, so ``start`` sends
+        only rows still held by that worker (see ``release_dead``)."""
+        self._outcomes: GroupCommit[Outcome | tuple[int, str, str | None]] = GroupCommit(
+            self._commit_outcomes, transient=faults.transient, on_fault=self._fault
+        )
+        # SQLite's hot path (claim, start, outcomes, release, enqueue) bypasses SQLAlchemy: one
+        # thread with its own connection commits each group of them in one hand-off.
+        self._hot: SqliteWriter | None = None
+        if self.dialect == "sqlite":
+            assert engine.url.database is not None
+            self._hot = SqliteWriter(engine.url.database, busy_timeout=BUSY_TIMEOUT_MS / 1000)
+        self._day = hot.DayCache(day_zone)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -116,18 +199,20 @@ class Store:
         root: Path,
         day_zone: tzinfo = UTC,
         clock: Callable[[], float] = time.time,
+        retry_for: float = RETRY_FOR,
     ) -> Store:
         """Connect, migrate the schema to head and configure the connection.
 
         ``sqlite:///relative/path`` is relative to ``root`` (its directory is created);
-        ``day_zone`` is where a service's sending day starts and ends (warm-up, daily caps).
+        ``day_zone`` is where a service's sending day starts and ends (warm-up, daily caps);
+        ``retry_for`` how long an ordinary call waits for a database that went away.
         """
         target = normalize_url(url, root=root)
         shown = display(target)
         engine: AsyncEngine | None = None
         try:
             engine = create_engine(target)
-            store = cls(engine, url=shown, day_zone=day_zone, clock=clock)
+            store = cls(engine, url=shown, day_zone=day_zone, clock=clock, retry_for=retry_for)
             async with store._tx() as conn:
                 started_from = await conn.run_sync(upgrade)
         except BaseException as exc:
@@ -146,10 +231,83 @@ class Store:
 
     async def close(self) -> None:
         """Commit outcomes still queued, then release every connection."""
+        self._closing = True
         try:
+            if self._hot is not None:
+                await self._hot.close()
             await self._outcomes.close()
         finally:
             await self.engine.dispose()
+
+    # ------------------------------------------------------------ health
+
+    @property
+    def health(self) -> str:
+        """``ok``, or why the database cannot be used right now: ``database unreachable: …``,
+        ``database locked: …``, ``database disk full``. Set by the calls that fail and cleared
+        by the next one that succeeds (the delivery loop calls several times a second), so it
+        is current while the daemon works; ``await check()`` probes on demand."""
+        writer = self._hot.health if self._hot is not None else "ok"
+        return writer if writer != "ok" else self._sa_health
+
+    @property
+    def healthy(self) -> bool:
+        return self.health == "ok"
+
+    @property
+    def health_since(self) -> float:
+        """When ``health`` last changed (epoch seconds)."""
+        if self._hot is not None and self._hot.health != "ok":
+            return self._hot.health_since
+        return self._sa_health_since
+
+    async def check(self) -> str:
+        """Probe the database now (one read; on SQLite also a write transaction, through the
+        writer, so a full disk shows) and return ``health``."""
+        try:
+            async with self._read() as conn:
+                await conn.execute(sa.select(sa.literal(1)))
+        except Exception as exc:
+            if not faults.transient(exc):
+                raise
+            self._fault(exc)
+        else:
+            self._fault(None)
+        return self.health
+
+    def _fault(self, exc: BaseException | None) -> None:
+        health = "ok" if exc is None else faults.describe(exc)
+        if health == self._sa_health:
+            return
+        if exc is None:
+            log.warning("database %s is usable again", self.url)
+        else:
+            log.error("database %s: %s — retrying", self.url, health)
+        self._sa_health, self._sa_health_since = health, time.time()
+
+    async def _retry_call(
+        self, exc: BaseException, forever: bool, call: Callable[[], Awaitable[T]]
+    ) -> T:
+        """Off the fast path: back off (0.05 s doubling to 2 s) and call again while the
+        database is away. A pool hands out only live connections (pre-ping on PostgreSQL), so
+        each try reconnects if the server restarted."""
+        delay = 0.05
+        deadline = time.monotonic() + self.retry_for
+        while True:
+            self._fault(exc)
+            if self._closing or (not forever and time.monotonic() >= deadline):
+                raise StoreUnavailable(self.health) from exc
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+            try:
+                result = await call()
+            except Exception as again:
+                if not faults.transient(again):
+                    raise
+                exc = again
+                continue
+            self._fault(None)
+            return result
 
     @contextlib.asynccontextmanager
     async def _tx(self) -> AsyncIterator[AsyncConnection]:
@@ -163,6 +321,7 @@ class Store:
 
     # ------------------------------------------------------------ campaigns
 
+    @_patient()
     async def ensure_campaign(self, campaign_id: str, *, state: str) -> CampaignRow:
         """Insert the campaign in ``state`` if absent; returns the row as it is now."""
         _check_state(state)
@@ -186,15 +345,18 @@ class Store:
         assert row is not None
         return row
 
+    @_patient()
     async def get_campaign(self, campaign_id: str) -> CampaignRow | None:
         async with self._read() as conn:
             return await reports.get_campaign(conn, campaign_id)
 
+    @_patient()
     async def list_campaigns(self) -> list[CampaignRow]:
         async with self._read() as conn:
             rows = await conn.execute(sa.select(campaigns).order_by(campaigns.c.id))
             return [reports.campaign_row(row) for row in rows]
 
+    @_patient()
     async def set_campaign_state(
         self,
         campaign_id: str,
@@ -244,6 +406,7 @@ class Store:
         assert updated is not None
         return updated
 
+    @_patient()
     async def ensure_edition(
         self, campaign_id: str, edition: int, *, fired_at: Time, caught_up: bool = False
     ) -> bool:
@@ -278,6 +441,7 @@ class Store:
                 )
         return created
 
+    @_patient()
     async def has_edition(self, campaign_id: str, edition: int) -> bool:
         async with self._read() as conn:
             found = await conn.scalar(
@@ -287,6 +451,7 @@ class Store:
             )
         return found is not None
 
+    @_patient()
     async def delete_campaign(self, campaign_id: str) -> int:
         """Delete a stopped, completed or failed campaign's records; returns the messages
         deleted. Suppressions and the services' daily counts stay."""
@@ -310,6 +475,7 @@ class Store:
 
     # ------------------------------------------------------------ enrollment
 
+    @_patient()
     async def add_recipients(
         self, campaign_id: str, recipients: Iterable[RecipientIn], *, batch: int = 1000
     ) -> int:
@@ -341,6 +507,7 @@ class Store:
                 created += len(rows.all())
         return created
 
+    @_patient()
     async def remove_recipients(self, campaign_id: str, keys: Sequence[str], *, at: Time) -> int:
         """Continuous enrollment: these rows left the lists. Their later drip steps are not
         created; messages already queued stay (pause or stop the campaign to hold them)."""
@@ -360,6 +527,7 @@ class Store:
                 ).rowcount
         return n
 
+    @_patient()
     async def enqueue(
         self,
         campaign_id: str,
@@ -383,6 +551,15 @@ class Store:
         at = epoch(due)
         next_at = at if status == "queued" else None
         created = 0
+        if self._hot is not None:
+            for part in _batches(items, batch):
+                now = self.clock()
+                rows = [
+                    (campaign_id, edition, step, key, template, status, next_at, reason, now, now)
+                    for key, template in part
+                ]
+                created += await self._hot.run(partial(hot.enqueue, rows=rows))
+            return created
         for part in _batches(items, batch):
             now = self.clock()
             async with self._tx() as conn:
@@ -411,6 +588,7 @@ class Store:
 
     # ------------------------------------------------------------ delivery
 
+    @_patient(forever=True)
     async def claim(
         self,
         *,
@@ -424,15 +602,38 @@ class Store:
         ``sending``, oldest due first: status ``sending``, ``attempts`` + 1, held by ``worker``
         until ``now + lease``."""
         t = epoch(now)
-        async with self._tx() as conn:
-            return await leases.claim(
-                conn, worker=worker, now=t, lease=lease, limit=limit, campaign_ids=campaign_ids
+        if self._hot is not None:
+            job = partial(
+                hot.claim,
+                worker=worker,
+                now=t,
+                lease=lease,
+                limit=limit,
+                campaign_ids=list(campaign_ids),
             )
+            claimed = await self._hot.run(job)
+        else:
+            async with self._tx() as conn:
+                claimed = await leases.claim(
+                    conn, worker=worker, now=t, lease=lease, limit=limit, campaign_ids=campaign_ids
+                )
+        for c in claimed:
+            self._claimed[c.id] = worker
+        return claimed
 
+    @_patient(forever=True)
     async def release(self, ids: Sequence[int], *, next_attempt_at: Time) -> None:
         """Hand claimed rows back, due at ``next_attempt_at``, without counting an attempt
         (a limit says wait, the window is closed, the campaign was paused meanwhile)."""
         if not ids:
+            return
+        for i in ids:
+            self._claimed.pop(i, None)
+        if self._hot is not None:
+            job = partial(
+                hot.release, ids=list(ids), next_at=epoch(next_attempt_at), now=self.clock()
+            )
+            await self._hot.run(job)
             return
         async with self._tx() as conn:
             await leases.release(
@@ -443,19 +644,33 @@ class Store:
         """Mark a claimed row as entering its SMTP transaction; returns once committed (group
         commit, like ``record``). Until then a crash hands the row back instead of making it
         ``uncertain`` — so at most the messages really in flight can be uncertain."""
-        await self._outcomes.submit([(message, service)])
+        item = (message, service, self._claimed.pop(message, None))
+        if self._hot is not None:
+            await self._hot.run(partial(hot.start, items=[item], now=self.clock()), counted=1)
+            return
+        await self._outcomes.submit([item])
 
     async def record(self, outcomes_: Sequence[Outcome]) -> None:
         """Apply outcomes; returns once they are committed. Concurrent calls share one
         transaction (group commit), each still waiting for its own outcomes."""
+        if self._claimed:
+            for o in outcomes_:
+                self._claimed.pop(o.id, None)
+        if self._hot is not None:
+            if outcomes_:
+                job = partial(hot.record, outcomes=list(outcomes_), day=self._day)
+                await self._hot.run(job, counted=len(outcomes_))
+            return
         await self._outcomes.submit(list(outcomes_))
 
     @property
     def commit_stats(self) -> BatchStats:
-        """Group-commit counters: requests, items, transactions, largest."""
-        return self._outcomes.stats
+        """Group-commit counters of starts and outcomes: requests, items, transactions, largest."""
+        return self._hot.stats if self._hot is not None else self._outcomes.stats
 
-    async def _commit_outcomes(self, items: Sequence[Outcome | tuple[int, str]]) -> None:
+    async def _commit_outcomes(
+        self, items: Sequence[Outcome | tuple[int, str, str | None]]
+    ) -> None:
         done = [i for i in items if isinstance(i, Outcome)]
         starts = [i for i in items if not isinstance(i, Outcome)]
         async with self._tx() as conn:
@@ -464,6 +679,7 @@ class Store:
             if starts:
                 await leases.start(conn, starts, now=self.clock())
 
+    @_patient()
     async def recover(self, *, now: Time, worker: str | None = None) -> int:
         """At start-up: rows a previous process left in ``sending`` become ``uncertain`` (they
         may have been delivered; only an operator's retry sends them again). Returns the count.
@@ -494,6 +710,7 @@ class Store:
         async with self._tx() as conn:
             return await leases.settle(conn, where, now=t, why=why)
 
+    @_patient()
     async def reclaim_expired(self, *, now: Time) -> int:
         """Rows whose lease ran out (their daemon died while sharing the database) →
         ``uncertain``."""
@@ -502,6 +719,7 @@ class Store:
         async with self._tx() as conn:
             return await leases.settle(conn, m.c.claimed_until < t, now=t, why=why)
 
+    @_patient()
     async def release_claims(self, *, worker: str, now: Time) -> int:
         """At shutdown, after draining: rows ``worker`` still holds were in an SMTP transaction
         that did not finish in time → ``uncertain``. (Rows it had claimed but not started were
@@ -511,12 +729,143 @@ class Store:
         async with self._tx() as conn:
             return await leases.settle(conn, m.c.claimed_by == worker, now=t, why=why)
 
+    @_patient()
     async def retry(self, campaign_id: str, statuses: Collection[str], *, now: Time) -> int:
         """The operator's decision: rows in ``statuses`` (failed, uncertain, deferred) are
-        queued again, due now, with their attempts and give-up clock reset."""
-        async with self._tx() as conn:
-            return await leases.requeue(conn, campaign_id, statuses, now=epoch(now))
+        queued again, due now, with their attempts and give-up clock reset and a ``last_error``
+        saying the operator re-queued them.
 
+        Atomic against ``complete``: the campaign row is locked first, and a ``completed`` or
+        ``waiting`` campaign goes back to ``sending`` in the same transaction, so re-queued rows
+        can never sit in a completed campaign."""
+        t = epoch(now)
+        async with self._tx() as conn:
+            row = await self._lock_campaign(conn, campaign_id)
+            count = await leases.requeue(conn, campaign_id, statuses, now=t)
+            if self._race_hook is not None:
+                await self._race_hook("retry")
+            if count and row is not None and row.state in ("completed", "waiting"):
+                await conn.execute(
+                    sa.update(campaigns)
+                    .where(campaigns.c.id == campaign_id)
+                    .values(state="sending", reason=None, finished_at=None, updated_at=t)
+                )
+            return count
+
+    @_patient()
+    async def complete(self, campaign_id: str, reason: str | None = None) -> CampaignRow:
+        """Mark the campaign ``completed`` only if no message of it is pending (queued, sending,
+        deferred) — decided in the same transaction, so a concurrent ``retry`` either lands
+        first (and the campaign stays open) or re-opens it. Returns the row as it is now;
+        a stopped or failed campaign is left as it is. The conductor's way to complete."""
+        now = self.clock()
+        async with self._tx() as conn:
+            row = await self._lock_campaign(conn, campaign_id)
+            if row is None:
+                raise StoreError(f"no campaign {campaign_id!r} in the database {self.url}")
+            if self._race_hook is not None:
+                await self._race_hook("complete")
+            pending = sa.exists().where(
+                m.c.campaign_id == campaign_id, m.c.status.in_(PENDING_STATUSES)
+            )
+            await conn.execute(
+                sa.update(campaigns)
+                .where(
+                    campaigns.c.id == campaign_id,
+                    campaigns.c.state.not_in(sorted(FINAL_STATES)),
+                    ~pending,
+                )
+                .values(
+                    state="completed",
+                    reason=reason,
+                    finished_at=sa.func.coalesce(campaigns.c.finished_at, now),
+                    updated_at=now,
+                )
+            )
+            updated = await reports.get_campaign(conn, campaign_id)
+        assert updated is not None
+        return updated
+
+    async def _lock_campaign(self, conn: AsyncConnection, campaign_id: str) -> CampaignRow | None:
+        """Read the campaign row and hold it until the transaction ends (PostgreSQL; SQLite's
+        BEGIN IMMEDIATE holds the whole database already). Later statements of the
+        transaction take a fresh snapshot, so they see what the previous holder committed."""
+        row = (
+            await conn.execute(
+                sa.select(campaigns).where(campaigns.c.id == campaign_id).with_for_update()
+            )
+        ).first()
+        return reports.campaign_row(row) if row is not None else None
+
+    # ------------------------------------------------------------ heartbeats
+
+    @_patient()
+    async def heartbeat(self, worker: str, *, now: Time | None = None) -> None:
+        """This daemon (``host:pid``, its ``claimed_by``) is alive. Call every ~10 s, before
+        the first claim and then for as long as it runs; ``keep_alive`` does it."""
+        t = self.clock() if now is None else epoch(now)
+        async with self._tx() as conn:
+            stmt = insert(conn, daemons).values(worker=worker, started_at=t, heartbeat_at=t)
+            await conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=[daemons.c.worker],
+                    set_={"heartbeat_at": stmt.excluded.heartbeat_at},
+                )
+            )
+
+    @_patient()
+    async def release_dead(
+        self, worker: str, *, now: Time | None = None, stale_after: float = HEARTBEAT_TIMEOUT
+    ) -> int:
+        """Settle the claims of daemons whose heartbeat is older than ``stale_after`` (they died
+        without ``release_claims``): rows they had not started go back to the queue, started
+        ones become ``uncertain``; their heartbeat rows are removed. ``worker`` (this daemon)
+        is never taken for dead. Returns how many rows were settled either way."""
+        t = self.clock() if now is None else epoch(now)
+        async with self._tx() as conn:
+            dead: list[str] = list(
+                (
+                    await conn.execute(
+                        sa.select(daemons.c.worker)
+                        .where(daemons.c.heartbeat_at < t - stale_after, daemons.c.worker != worker)
+                        .with_for_update(skip_locked=True)
+                    )
+                ).scalars()
+            )
+            if not dead:
+                return 0
+            held = m.c.claimed_by.in_(dead)
+            why = "its daemon stopped sending heartbeats while sending: it may have been delivered"
+            released, uncertain = await leases.settle_counts(conn, held, now=t, why=why)
+            await conn.execute(sa.delete(daemons).where(daemons.c.worker.in_(dead)))
+        if released or uncertain:
+            log.warning(
+                "daemons %s stopped sending heartbeats: %d of their messages back to the queue, "
+                "%d uncertain",
+                ", ".join(dead),
+                released,
+                uncertain,
+            )
+        return released + uncertain
+
+    @_patient()
+    async def retire(self, worker: str) -> None:
+        """At a clean shutdown, after ``release_claims``: remove this daemon's heartbeat row."""
+        async with self._tx() as conn:
+            await conn.execute(sa.delete(daemons).where(daemons.c.worker == worker))
+
+    async def keep_alive(
+        self, worker: str, *, every: float = 10.0, stale_after: float = HEARTBEAT_TIMEOUT
+    ) -> None:
+        """Run for the daemon's life (under its supervisor): heartbeat every ``every`` seconds
+        and settle the claims of daemons that stopped theirs. Raises ``StoreUnavailable`` if
+        the database stays away longer than ``retry_for``; the supervisor restarts it."""
+        while not self._closing:
+            await self.heartbeat(worker)
+            await self.release_dead(worker, stale_after=stale_after)
+            await asyncio.sleep(every)
+
+    @_patient()
     async def next_due(self, campaign_ids: Collection[str]) -> float | None:
         """The earliest ``next_attempt_at`` of queued or deferred rows of those campaigns."""
         if not campaign_ids:
@@ -529,6 +878,7 @@ class Store:
             )
         return due
 
+    @_patient()
     async def pending(self, campaign_id: str) -> int:
         """Rows not settled yet (queued, sending, deferred)."""
         async with self._read() as conn:
@@ -541,6 +891,7 @@ class Store:
 
     # ------------------------------------------------------------ drip
 
+    @_patient()
     async def sent_steps(
         self,
         campaign_id: str,
@@ -587,6 +938,7 @@ class Store:
             rows: Sequence[Any] = (await conn.execute(q)).all()
         return [(key, at) for key, at in rows]
 
+    @_patient()
     async def engaged(
         self, campaign_id: str, edition: int, keys: Sequence[str], kinds: Collection[str]
     ) -> set[str]:
@@ -611,10 +963,12 @@ class Store:
 
     # ------------------------------------------------------------ reporting
 
+    @_patient()
     async def counts(self, campaign_id: str) -> CampaignCounts:
         async with self._read() as conn:
             return await reports.counts(conn, campaign_id)
 
+    @_patient()
     async def messages_page(
         self,
         campaign_id: str,
@@ -656,11 +1010,13 @@ class Store:
                 return
             after = rows[-1].id
 
+    @_patient()
     async def get_message(self, message: int) -> MessageRow | None:
         async with self._read() as conn:
             row = (await conn.execute(reports.MESSAGE_SELECT.where(m.c.id == message))).first()
         return reports.message_row(row) if row is not None else None
 
+    @_patient()
     async def find_by_message_id(self, message_id: str) -> MessageRow | None:
         """The message sent with this RFC 5322 Message-ID (with or without angle brackets)."""
         bare = message_id.strip().strip("<>")
@@ -673,12 +1029,14 @@ class Store:
 
     # ------------------------------------------------------------ events
 
+    @_patient()
     async def add_event(self, ev: EventIn) -> bool:
         """Apply a piece of feedback once: False (and nothing changes) if an event with the
         same ``dedupe`` key was applied before. See ``EventIn`` for the effects."""
         async with self._tx() as conn:
             return await outcomes.apply_event(conn, ev)
 
+    @_patient()
     async def mark_event(self, message: int, kind: str, at: Time) -> bool:
         """Set the message's ``<kind>_at`` if not set yet; True if this call set it."""
         async with self._tx() as conn:
@@ -701,6 +1059,7 @@ class Store:
         )
         return created > 0
 
+    @_patient()
     async def import_suppressions(
         self,
         keys: Iterable[str],
@@ -734,6 +1093,7 @@ class Store:
                 created += len(result.all())
         return created
 
+    @_patient()
     async def unsuppress(self, key: str) -> bool:
         async with self._tx() as conn:
             result = await conn.execute(
@@ -741,6 +1101,7 @@ class Store:
             )
         return result.rowcount > 0
 
+    @_patient()
     async def suppressed(self, keys: Sequence[str]) -> set[str]:
         """Those of ``keys`` on the suppression list (compared case-insensitively)."""
         if not keys:
@@ -748,6 +1109,7 @@ class Store:
         async with self._read() as conn:
             return await history.suppressed(conn, keys)
 
+    @_patient()
     async def list_suppressions(
         self, *, after: str | None = None, limit: int = 1000
     ) -> list[SuppressionRow]:
@@ -755,6 +1117,7 @@ class Store:
         async with self._read() as conn:
             return await history.list_suppressions(conn, after=after, limit=limit)
 
+    @_patient()
     async def contacted_since(
         self, keys: Sequence[str], since: Time, *, exclude_campaign: str | None = None
     ) -> set[str]:
@@ -767,6 +1130,7 @@ class Store:
                 conn, keys, since, exclude_campaign=exclude_campaign
             )
 
+    @_patient()
     async def received_campaigns(
         self, keys: Sequence[str], campaign_ids: Collection[str]
     ) -> set[str]:
@@ -776,6 +1140,7 @@ class Store:
         async with self._read() as conn:
             return await history.received_campaigns(conn, keys, campaign_ids)
 
+    @_patient()
     async def history_snapshot(
         self, *, since: Time | None, campaign_ids: Collection[str] = ()
     ) -> HistorySnapshot:
@@ -787,36 +1152,43 @@ class Store:
 
     # ------------------------------------------------------------ limiter rebuild
 
+    @_patient()
     async def sent_starts(self, service: str, since: Time) -> list[float]:
         """When the service sent each message since ``since``, oldest first."""
         async with self._read() as conn:
             return await history.starts(conn, m.c.service == service, epoch(since))
 
+    @_patient()
     async def campaign_starts(self, campaign_id: str, since: Time) -> list[float]:
         async with self._read() as conn:
             return await history.starts(conn, m.c.campaign_id == campaign_id, epoch(since))
 
+    @_patient()
     async def first_send_day(self, service: str) -> date | None:
         """The first day (in the store's day zone) the service sent anything: warm-up day 1."""
         async with self._read() as conn:
             return await history.first_send_day(conn, service)
 
+    @_patient()
     async def sent_on_day(self, service: str, day: date) -> int:
         async with self._read() as conn:
             return await history.sent_on_day(conn, service, day)
 
     # ------------------------------------------------------------ feedback (events.py, guards)
 
+    @_patient()
     async def latest_sent_to(self, recipient: str, *, since: Time) -> MessageRow | None:
         """The newest message sent or bounced to ``recipient`` since ``since``, or None."""
         async with self._read() as conn:
             return await feedback.latest_sent_to(conn, recipient, epoch(since))
 
+    @_patient()
     async def guard_counts(self, campaign_id: str) -> feedback.GuardCounts:
         """Sample, bounced and complained messages of the campaign, for its guard."""
         async with self._read() as conn:
             return await feedback.guard_counts(conn, campaign_id)
 
+    @_patient()
     async def unlinked_event_counts(self) -> dict[str, int]:
         """Events naming no message, by kind: ``unmatched`` feedback, ``auto_reply``, …"""
         async with self._read() as conn:

@@ -187,3 +187,13 @@ service_days = sa.Table(
 )
 """Messages each service sent per calendar day (in the store's day zone); survives deleting a
 campaign, so warm-up day 1 and today's cap are never reset by cleaning up."""
+
+daemons = sa.Table(
+    "daemons",
+    metadata,
+    sa.Column("worker", sa.Text, primary_key=True),  # host:pid, as in messages.claimed_by
+    sa.Column("started_at", Time, nullable=False),
+    sa.Column("heartbeat_at", Time, nullable=False),
+)
+"""One row per running daemon, refreshed every few seconds: a row gone stale means its daemon
+died, and whichever daemon notices first settles the messages it held."""

@@ -58,6 +58,8 @@ class Cluster:
     bin_dir: Path
     base: Path
     port: int
+    options: str = ""
+    """The server options ``start`` passes (``pg_ctl restart`` reuses them by itself)."""
 
     @property
     def data(self) -> Path:
@@ -69,6 +71,22 @@ class Cluster:
 
     def url(self, database: str) -> str:
         return f"postgresql+asyncpg://{DB_USER}@127.0.0.1:{self.port}/{database}"
+
+    def pg_ctl(self, *args: str) -> None:
+        """Run ``pg_ctl`` on this cluster (blocking: call it through ``asyncio.to_thread``)."""
+        _run([*_as_owner(), str(self.bin_dir / "pg_ctl"), "-D", str(self.data), *args],
+             f"pg_ctl {' '.join(args)}")  # fmt: skip
+
+    def restart(self) -> None:
+        """What an operator's ``pg_ctl restart -m fast`` does: every connection is cut."""
+        self.pg_ctl("-l", str(self.base / "server.log"), "-m", "fast", "-w", "-t", "30", "restart")
+
+    def stop(self) -> None:
+        self.pg_ctl("-m", "fast", "-w", "-t", "30", "stop")
+
+    def start(self) -> None:
+        self.pg_ctl("-l", str(self.base / "server.log"), "-o", self.options, "-w", "-t", "30",
+                    "start")  # fmt: skip
 
     async def create_database(self) -> str:
         """A fresh, empty database; returns its SQLAlchemy URL."""
@@ -116,6 +134,7 @@ def cluster() -> Iterator[Cluster]:
             f"-c listen_addresses=127.0.0.1 -p {c.port} -k {sockets} -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
         )
+        c.options = options
         _run(
             [*owner, str(bin_dir / "pg_ctl"), "-D", str(c.data), "-l", str(base / "server.log"),
              "-o", options, "-w", "-t", "30", "start"],
