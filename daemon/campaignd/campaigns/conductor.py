@@ -344,7 +344,12 @@ class Conductor:
             why = f"next edition {_iso(wake)}"
         else:
             if state != "completed":
-                await self._set(cid, "completed", "no step can follow")
+                # Only in the transaction that proves nothing is pending: a retry racing this
+                # pass either lands first (the campaign stays open) or re-opens it.
+                row = await self.store.complete(cid)
+                if row.state != "completed":
+                    return Pass(row.state, active=row.state == "sending")
+                log.info("campaign %s completed: no step can follow", cid)
             return Pass("completed")
         if state != "waiting":
             state = await self._set(cid, "waiting", why)

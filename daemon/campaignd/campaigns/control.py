@@ -62,8 +62,5 @@ async def retry(store: Store, campaign_id: str, statuses: Sequence[str], *, now:
     bad = [s for s in statuses if s not in RETRYABLE]
     if bad or not statuses:
         raise ValueError(f"statuses must be a non-empty list of {', '.join(RETRYABLE)}")
-    count = await store.retry(campaign_id, list(statuses), now=now)
-    row = await store.get_campaign(campaign_id)
-    if count and row is not None and row.state in ("completed", "waiting"):
-        await store.set_campaign_state(campaign_id, "sending", None)
-    return count
+    # The store re-opens a completed or waiting campaign in the same transaction.
+    return await store.retry(campaign_id, list(statuses), now=now)

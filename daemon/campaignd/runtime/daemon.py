@@ -396,6 +396,9 @@ class Daemon:
             stack.push_async_callback(self.watcher.stop)
             stack.push_async_callback(self._finish_reload)  # runs first: LIFO
 
+            # Heartbeats, and the claims of daemons that stopped theirs settled (PostgreSQL:
+            # a survivor takes over a dead daemon's unstarted rows within ~30 s).
+            self.supervisor.start("heartbeat", lambda: store.keep_alive(self.worker_id))
             self.supervisor.start("dispatcher", self.dispatcher.run)
             self.supervisor.start("conductor", self._tick_loop)
             stack.push_async_callback(self.supervisor.stop)  # jobs and loops still running
@@ -427,7 +430,10 @@ class Daemon:
                 )
                 await self.dispatcher.cancel_in_flight(EXIT_GRACE)
             await self.supervisor.stop(["dispatcher"], timeout=EXIT_GRACE)
+            await self.supervisor.stop(["heartbeat"], timeout=EXIT_GRACE)
             await store.release_claims(worker=self.worker_id, now=time.time())
+            with contextlib.suppress(Exception):  # the database may be away: it times out
+                await asyncio.wait_for(store.retire(self.worker_id), EXIT_GRACE)
         self.run_state = "stopped"
         log.info("campaignd stopped")
         return 0
@@ -560,9 +566,8 @@ class Daemon:
 
     def _engine_health(self) -> tuple[bool, str]:
         """Can the engine make progress? (Whatever the run state: draining still pings.)"""
-        store_health = getattr(self.store, "health", None)
-        if store_health is not None and not store_health.ok:
-            return False, store_health.reason
+        if self.store is not None and not self.store.healthy:
+            return False, self.store.health
         failing = self.supervisor.failing()
         if failing:
             loop = failing[0]
