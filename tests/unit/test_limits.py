@@ -526,3 +526,13 @@ def test_snapshot_is_json_ready() -> None:
     assert s["pace"]["effective_per_second"] == 5 and s["pace"]["reason"] is None
     assert snap["campaigns"] == {"c": {"rates": [{"rate": "20/minute", "used": 1, "cap": 20}]}}
     assert lim.snapshot(1.0)["services"]["s"]["rates"][0]["used"] == 0  # window slid past
+
+
+def test_check_ahead_counts_permits_on_their_way() -> None:
+    lim = Limiter(make_config({"s": {"rate": ["10/second", "3/hour"]}, "t": {}}))
+    assert lim.check("s", "d", "c", 0.0, ahead=2) == pytest.approx(0.2)
+    send(lim, 0.0)
+    assert lim.check("s", "d", "c", 0.0, ahead=1) == pytest.approx(0.2)
+    assert lim.check("s", "d", "c", 0.3, ahead=2) == 3600.0  # quota: 1 accepted + 2 = 3
+    assert lim.check("s", "d", "c", 0.3, ahead=3) == 0.3 + limits.RECHECK  # in flight decide
+    assert lim.check("t", "d", "c", 0.0, ahead=50) == 0.0  # unlimited

@@ -122,11 +122,13 @@ class Gcra:
                 self.tat = now + (self.tat - now) * interval / self.interval
             self.interval = interval
 
-    def earliest(self, interval: float, burst: int, now: float) -> float:
+    def earliest(self, interval: float, burst: int, now: float, ahead: int = 0) -> float:
+        """When one more may go, ``ahead`` others being let through first."""
         self._retune(interval, now)
         if interval <= 0:
             return now
-        return max(now, self.tat - (burst - 1) * interval)
+        tat = self.tat if ahead == 0 else max(self.tat, now) + ahead * interval
+        return max(now, tat - (burst - 1) * interval)
 
     def take(self, interval: float, now: float) -> None:
         self._retune(interval, now)
@@ -253,11 +255,12 @@ class _Limit:
                 return 1 / r, 1  # no burst while the relay asks us to slow down
         return interval, burst
 
-    def earliest(self, rates: Sequence[Rate], now: float) -> float:
+    def earliest(self, rates: Sequence[Rate], now: float, ahead: int = 0) -> float:
         pace, quotas = split_rates(rates)
         interval, burst = self.effective(pace, now)
         return max(
-            self.pace.earliest(interval, burst, now), self.accepted.earliest(quotas, now, self.held)
+            self.pace.earliest(interval, burst, now, ahead),
+            self.accepted.earliest(quotas, now, self.held + ahead),
         )
 
     def take(self, rates: Sequence[Rate], now: float) -> None:
@@ -487,8 +490,11 @@ class Limiter:
         day = warmup_day(first, today)
         return day, warmup_cap(svc.warmup, day)
 
-    def check(self, service_id: str, domain: str, campaign_id: str, now: float) -> float:
-        """The earliest time ≥ now at which one more transaction keeps every limit.
+    def check(
+        self, service_id: str, domain: str, campaign_id: str, now: float, *, ahead: int = 0
+    ) -> float:
+        """The earliest time ≥ now at which one more transaction keeps every limit, with
+        ``ahead`` others (already on their way to a permit) let through first.
 
         Each limit, once met, stays met until the next permit, so the latest of their
         earliest times is the earliest time for all of them.
@@ -498,21 +504,21 @@ class Limiter:
         svc = self._config.services.get(service_id)
         if svc is not None:
             state = self._service(service_id)
-            at = max(at, state.limit.earliest(svc.rate, now))
+            at = max(at, state.limit.earliest(svc.rate, now, ahead))
             if svc.warmup is not None:
                 _, cap = self._warmup_state(svc, state, now)
                 done = state.daily.get(self._day(now), 0)
                 if done >= cap:
                     at = max(at, self._next_midnight(now))
-                elif done + state.limit.held >= cap:
+                elif done + state.limit.held + ahead >= cap:
                     at = max(at, now + RECHECK)  # the replies in flight decide
         shaped = self._domain(service_id, domain)
         if shaped is not None:
-            at = max(at, shaped.earliest(self._domain_rates(service_id, domain), now))
+            at = max(at, shaped.earliest(self._domain_rates(service_id, domain), now, ahead))
             self._drop_recovered(service_id, domain, shaped, now)
         campaign = self._campaign(campaign_id)
         if campaign is not None:
-            at = max(at, campaign.earliest(self._campaign_rates(campaign_id), now))
+            at = max(at, campaign.earliest(self._campaign_rates(campaign_id), now, ahead))
         return at
 
     def record(self, service_id: str, domain: str, campaign_id: str, now: float) -> None:
