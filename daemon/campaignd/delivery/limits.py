@@ -279,13 +279,25 @@ class _Limit:
             self.accepted.add(now)
 
     def observed(self, now: float) -> float:
+        """Starts per second lately: over the last OBSERVE seconds, or since the first start
+        if sending began more recently (else a fresh start would look ten times slower)."""
         while self.recent and self.recent[0] <= now - OBSERVE:
             self.recent.popleft()
-        return len(self.recent) / OBSERVE
+        if not self.recent:
+            return 0.0
+        return len(self.recent) / min(max(now - self.recent[0], 1.0), OBSERVE)
 
-    def cut(self, pace: Rate | None, now: float, started: float, reason: str) -> None:
+    def cut(
+        self,
+        pace: Rate | None,
+        now: float,
+        started: float,
+        reason: str,
+        unpaced: float | None = None,
+    ) -> None:
         """A throttle reply to a transaction that started at ``started``: halve the pace,
-        once per round — replies to transactions started before the last cut say nothing new."""
+        once per round — replies to transactions started before the last cut say nothing new.
+        ``unpaced``: the rate to halve if this sender has no pace (else: what it sent lately)."""
         ad = self.adaptive
         if ad is not None and ad.rate(now) is not None:
             if started < ad.cut_at:
@@ -294,7 +306,12 @@ class _Limit:
             ceiling = ad.ceiling
         else:
             # A paced sender halves its pace; an unpaced one what it has been sending.
-            current = 1 / pace.interval if pace else max(self.observed(now), MIN_RATE * 2)
+            if pace is not None:
+                current = 1 / pace.interval
+            elif unpaced is not None:
+                current = unpaced
+            else:
+                current = max(self.observed(now), MIN_RATE * 2)
             ceiling = current
         self.adaptive = Adaptive(ceiling, max(current / 2, MIN_RATE), now, reason)
 
@@ -571,16 +588,20 @@ class Limiter:
         domain = domain.lower()
         svc = self._config.services.get(service_id)
         service_pace, _ = split_rates(svc.rate if svc else ())
-        self._service(service_id).limit.cut(service_pace, now, started, reason)
+        service = self._service(service_id).limit
+        interval, _ = service.effective(service_pace, now)
+        service.cut(service_pace, now, started, reason)
         shaped = self._domain(service_id, domain)
         domain_pace, _ = split_rates(self._domain_rates(service_id, domain))
         if shaped is None:
-            # An unshaped domain: its rate is what it got of the service's recent starts.
+            # An unshaped domain: what it got of the service's recent starts is its rate.
             recent = self._service(service_id).recent_domains
             shaped = self._domain(service_id, domain, create=True)
             assert shaped is not None
             shaped.recent.extend(t for t, d in recent if d == domain and t > now - OBSERVE)
-        shaped.cut(domain_pace, now, started, reason)
+        # A domain without a pace of its own went at most at the service's pace; a short
+        # history would make it look slower than it was.
+        shaped.cut(domain_pace, now, started, reason, 1 / interval if interval > 0 else None)
 
     def slow_down(self, service_id: str, domain: str, now: float, until: float) -> None:
         """Compatibility with the 421 handling before issue 13: a throttle reply now."""
