@@ -152,3 +152,43 @@ def test_twenty_per_minute_is_one_every_three_seconds(
     # Before issue 13 all four went at once (a window spent as one burst).
     gaps = [b - a for a, b in itertools.pairwise(arrivals)]
     assert len(arrivals) == 4 and min(gaps) >= 2.8, gaps
+
+
+@pytest.mark.system
+def test_counters_count_accepted_mail_and_a_restart_changes_no_figure(
+    tmp_path: Path, server: RecordingServer, daemons: list[DaemonProcess]
+) -> None:
+    root = pacing_root(
+        tmp_path,
+        server.port,
+        recipients=10,
+        rate="[50/second, 1000/day]\nwarmup: {start: 500, growth: 2, until: 5000}",
+        retry="{backoff: 1s, max_backoff: 2s, give_up_after: 1h}",
+    )
+    for n in (1, 2):  # deferred once each: attempts that were not accepted
+        server.reply(
+            "rcpt", "451 4.3.0 temporary lookup failure", address=f"user{n}@example.com", times=1
+        )
+    server.reply("rcpt", "550 5.1.1 user unknown", address="user3@example.com")
+    d = start(daemons, root)
+    d.wait_state("news", "completed")
+    assert len(server.messages) == 9
+
+    def figures() -> dict[str, object]:
+        relay = d.get("/api/status")["services"]["relay"]
+        return {
+            "sent_today": relay["sent_today"],
+            "warmup": relay["warmup"]["sent_today"],
+            "quota": relay["limits"][1],
+        }
+
+    # Before issue 13 sent_today counted 13 attempts here, and 9 after a restart.
+    live = figures()
+    assert live == {
+        "sent_today": 9,
+        "warmup": 9,
+        "quota": {"rate": "1000/day", "used": 9, "cap": 1000},
+    }
+    d.stop()
+    d.start()
+    assert figures() == live
