@@ -48,6 +48,10 @@ OBSERVE = 10.0  # seconds of starts an unpaced sender's current rate is measured
 # A quota or cap entirely held by transactions in flight cannot say when it frees up (that
 # depends on their replies): look again this soon.
 RECHECK = 0.5
+LATE = 0.02  # at most this much of a late permit is forgiven (see Gcra.take)
+# MAIL FROM leaves a few milliseconds after its permit, not always equally late: the pace's
+# window keeps this margin, so jitter on the way never shows the relay one message too many.
+WIRE_MARGIN = 0.01
 
 
 # ---------------------------------------------------------------- pure arithmetic
@@ -74,7 +78,7 @@ def starts_by(rates: Sequence[Rate], t: float) -> int:
     pace, quotas = split_rates(rates)
     found: list[int] = []
     if pace is not None:
-        found.append(pace.burst + math.floor(t / pace.interval + 1e-9))
+        found.append(pace.burst + math.floor(t / pace_interval(pace) + 1e-9))
     found += [q.count * (math.floor(t / q.per_seconds + 1e-9) + 1) for q in quotas]
     return min(found) if found else 2**62
 
@@ -93,7 +97,7 @@ def first_start_of(rates: Sequence[Rate], n: int) -> float:
     def paced(k: int) -> float:  # k-th (0-based) start of a paced run
         if pace is None or k < pace.burst:
             return 0.0
-        return (k - pace.burst + 1) * pace.interval
+        return (k - pace.burst + 1) * pace_interval(pace)
 
     at = paced(n - 1)
     for q in quotas:
@@ -132,10 +136,33 @@ class Gcra:
 
     def take(self, interval: float, now: float) -> None:
         self._retune(interval, now)
-        if interval > 0:
-            self.tat = max(self.tat, now) + interval
-        else:
+        if interval <= 0:
             self.tat = now
+        elif 0 <= now - self.tat <= lateness(interval):
+            # A permit taken a moment after its time (a timer firing late) keeps the
+            # schedule, so the pace does not drift below the limit; the pace's window
+            # (``pace_window``) still never lets the limit be exceeded.
+            self.tat += interval
+        else:
+            self.tat = max(self.tat, now) + interval
+
+
+def lateness(interval: float) -> float:
+    """How late a permit may be taken and still keep its pace's schedule."""
+    return min(interval / 4, LATE)
+
+
+def pace_interval(pace: Rate) -> float:
+    """Seconds between two permits of a pace: its period and the wire margin over its count,
+    so that even a message whose MAIL FROM leaves a little late and the next one that leaves
+    on time stay inside the limit at the relay (10/second: 0.101 s)."""
+    return (pace.per_seconds + WIRE_MARGIN) / pace.count
+
+
+def pace_window(pace: Rate) -> Rate:
+    """What a pace allows in any window of its period: its count plus the burst beyond the
+    first message — checked besides the GCRA, so forgiving lateness never exceeds it."""
+    return Rate(pace.count + pace.burst - 1, pace.per_seconds)
 
 
 class Starts:
@@ -181,9 +208,12 @@ class Starts:
             dq.popleft()
         bisect.insort(dq, t)
 
-    def earliest(self, rates: Sequence[Rate], now: float, held: int = 0) -> float:
-        """The first instant ≥ now at which one more keeps every window, ``held`` more being
-        already promised (in flight); ``now + RECHECK`` if those alone fill a window."""
+    def earliest(
+        self, rates: Sequence[Rate], now: float, held: int = 0, margin: float = 0.0
+    ) -> float:
+        """The first instant ≥ now at which one more keeps every window (widened by
+        ``margin``), ``held`` more being already promised (in flight); ``now + RECHECK`` if
+        those alone fill a window."""
         self._trim(now)
         dq = self._dq
         at = now
@@ -192,7 +222,7 @@ class Starts:
             if room <= 0:
                 at = max(at, now + RECHECK)
             elif len(dq) >= room:
-                at = max(at, dq[-room] + r.per_seconds)
+                at = max(at, dq[-room] + r.per_seconds + margin)
         return at
 
     def used(self, rate: Rate, now: float) -> int:
@@ -240,12 +270,12 @@ class _Limit:
 
     def retune(self, rates: Sequence[Rate]) -> None:
         pace, quotas = split_rates(rates)
-        self.starts.retune([pace] if pace else [])
+        self.starts.retune([pace_window(pace)] if pace else [])
         self.accepted.retune(quotas)
 
     def effective(self, pace: Rate | None, now: float) -> tuple[float, int]:
         """(interval, burst) in force now: the configured pace, or slower while throttled."""
-        interval = pace.interval if pace else 0.0
+        interval = pace_interval(pace) if pace else 0.0
         burst = pace.burst if pace else 1
         if self.adaptive is not None:
             r = self.adaptive.rate(now)
@@ -258,8 +288,10 @@ class _Limit:
     def earliest(self, rates: Sequence[Rate], now: float, ahead: int = 0) -> float:
         pace, quotas = split_rates(rates)
         interval, burst = self.effective(pace, now)
+        window = [pace_window(pace)] if pace else []
         return max(
             self.pace.earliest(interval, burst, now, ahead),
+            self.starts.earliest(window, now, ahead, WIRE_MARGIN),
             self.accepted.earliest(quotas, now, self.held + ahead),
         )
 
@@ -302,12 +334,12 @@ class _Limit:
         if ad is not None and ad.rate(now) is not None:
             if started < ad.cut_at:
                 return
-            current = min(ad.rate(now) or ad.ceiling, 1 / pace.interval if pace else math.inf)
+            current = min(ad.rate(now) or ad.ceiling, 1 / pace_interval(pace) if pace else math.inf)
             ceiling = ad.ceiling
         else:
             # A paced sender halves its pace; an unpaced one what it has been sending.
             if pace is not None:
-                current = 1 / pace.interval
+                current = 1 / pace_interval(pace)
             elif unpaced is not None:
                 current = unpaced
             else:
@@ -318,9 +350,11 @@ class _Limit:
     def pace_json(self, pace: Rate | None, now: float) -> dict[str, Any]:
         interval, _ = self.effective(pace, now)
         ad = self.adaptive
+        configured = round(1 / pace.interval, 6) if pace else None
+        slowed = ad is not None and (pace is None or interval > pace_interval(pace))
         return {
-            "configured_per_second": round(1 / pace.interval, 6) if pace else None,
-            "effective_per_second": round(1 / interval, 6) if interval > 0 else None,
+            "configured_per_second": configured,
+            "effective_per_second": round(1 / interval, 6) if slowed else configured,
             "reason": ad.reason if ad is not None else None,
             "slowed_since": _iso(ad.cut_at) if ad is not None else None,
             "recovers_at": _iso(ad.recovered_at()) if ad is not None else None,
@@ -680,7 +714,7 @@ def _replay(
     pace, _ = split_rates(rates)
     for t in sorted(accepted):
         limit.accepted.add(t)
-    interval = pace.interval if pace else 0.0
+    interval = pace_interval(pace) if pace else 0.0
     for t in sorted(attempts if attempts is not None else accepted):
         limit.pace.take(interval, t)
         limit.starts.add(t)

@@ -41,6 +41,10 @@ log = logging.getLogger("campaignd.delivery")
 # with its due time, so a long wait (a daily cap, a closed breaker) never pins claimed rows —
 # nor, at the permit, an idle SMTP session.
 MAX_HOLD = 5.0
+# A message is handed to a service this long before its permit is due, so rendering, signing
+# and the start commit are done and it waits at the gate when the permit comes: otherwise
+# their time would be added to every interval and the pace would fall short of the limit.
+LEAD = 0.25
 CLAIM_LEASE = 600.0
 AUTO_PAUSE_AFTER = 50
 
@@ -297,7 +301,7 @@ class Dispatcher:
             if wait > MAX_HOLD:
                 await self.store.release([msg.id], next_attempt_at=at)
                 return
-            await self._nap(wait)
+            await self._nap(wait - LEAD)
 
     def _choose_service(
         self, campaign: Campaign, msg: Claimed, now: float
@@ -329,7 +333,7 @@ class Dispatcher:
             allowed_at = self.limiter.check(
                 sid, msg.domain, msg.campaign_id, now, ahead=self._awaiting[sid]
             )
-            if allowed_at > now:
+            if allowed_at > now + LEAD:
                 earliest = allowed_at if earliest is None else min(earliest, allowed_at)
                 continue
             free = self.config.services[sid].max_connections - self._inflight[sid]
