@@ -34,7 +34,6 @@ from zoneinfo import ZoneInfo
 
 from ..config.model import Config, Service
 from ..config.values import Rate
-from ..plan.schedule import warmup_cap, warmup_day
 
 _KEEP_DAYS = 3  # daily counters kept: today, yesterday, and a spare for clock skew
 
@@ -538,6 +537,10 @@ class Limiter:
         assert svc.warmup is not None
         today = self._day(now)
         first = svc.warmup.since or state.first_day or today
+        # Imported here: the planner imports this module's arithmetic (starts_by,
+        # first_start_of) at its top, and a module-level import both ways would be a cycle.
+        from ..plan.schedule import warmup_cap, warmup_day
+
         day = warmup_day(first, today)
         return day, warmup_cap(svc.warmup, day)
 
