@@ -143,3 +143,20 @@ def test_burst_is_parsed_and_written_back() -> None:
 def test_bad_bursts(bad: object) -> None:
     with pytest.raises(ValueError, match="rate"):
         parse_rate(bad)
+
+
+def test_the_worker_slows_down_for_the_table_and_for_what_classify_flagged() -> None:
+    from campaignd.delivery.classify import Reply
+    from campaignd.delivery.worker import throttle_of
+
+    too_much = classify(450, "4.7.1 Error: too much mail from 192.0.2.1", stage="mail")
+    assert too_much.kind == "deferred"
+    found = throttle_of(too_much)
+    assert found is not None and found.why == "4.7.1"
+    # classify's own throttle words count too, even where the table has none of them
+    flagged = Reply("deferred", 451, None, "please slow it", slow_down=True)
+    found = throttle_of(flagged)
+    assert found is not None and found.why == "slow down"
+    assert throttle_of(classify(452, "4.2.2 Mailbox full", stage="rcpt")) is None
+    assert throttle_of(classify(550, "5.7.1 too much mail", stage="rcpt")) is None
+    assert throttle_of(classify(250, "2.0.0 queued", stage="data")) is None
