@@ -158,11 +158,11 @@ def reference_earliest(now: float, times: list[float], rates: list[Rate]) -> flo
         for t in times:
             late = t - tat
             tat = (
-                tat + pace.interval
-                if 0 <= late <= lateness(pace.interval)
-                else max(tat, t) + pace.interval
+                tat + limits.pace_interval(pace)
+                if 0 <= late <= lateness(limits.pace_interval(pace))
+                else max(tat, t) + limits.pace_interval(pace)
             )
-        found.append(tat - (pace.burst - 1) * pace.interval)
+        found.append(tat - (pace.burst - 1) * limits.pace_interval(pace))
         window = pace.count + pace.burst - 1
         if len(times) >= window:
             found.append(times[-window] + pace.per_seconds + limits.WIRE_MARGIN)
@@ -176,10 +176,13 @@ def assert_paced(times: list[float], rates: list[Rate]) -> None:
     if pace is not None:
         # GCRA: between the i-th and the j-th start lie at least (j-i-(burst-1)) intervals,
         # less the lateness a permit is forgiven.
-        slack = lateness(pace.interval) + 1e-6
+        slack = lateness(limits.pace_interval(pace)) + 1e-6
         for i in range(len(times)):
             for j in range(i + pace.burst, min(len(times), i + pace.burst + 8)):
-                assert times[j] - times[i] >= (j - i - pace.burst + 1) * pace.interval - slack
+                assert (
+                    times[j] - times[i]
+                    >= (j - i - pace.burst + 1) * limits.pace_interval(pace) - slack
+                )
         # and never more than count + burst - 1 in any window of the period
         window = pace.count + pace.burst - 1
         for i in range(len(times) - window):
