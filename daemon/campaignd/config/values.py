@@ -7,7 +7,7 @@ models wrap them as annotated types so the same rules hold in validation and in 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import time, timedelta
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -75,27 +75,56 @@ _RATE_UNITS = {
     "d": 86400,
 }
 _RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*([a-z]+)\s*$")
+_BURST_RE = re.compile(r"^\s*(\d+\s*/\s*[a-z]+)\s+burst\s+(\d+)\s*$")
 
 
 @dataclass(frozen=True, slots=True)
 class Rate:
-    """At most ``count`` message starts within any ``per_seconds`` window."""
+    """``count`` messages per ``per_seconds``: as a pace, one every ``interval`` seconds after
+    up to ``burst`` back to back (SPEC §2); as a quota, at most ``count`` in any window."""
 
     count: int
     per_seconds: int
+    burst: int = 1
 
     def __str__(self) -> str:
         names = {1: "second", 60: "minute", 3600: "hour", 86400: "day"}
-        return f"{self.count}/{names.get(self.per_seconds, f'{self.per_seconds}s')}"
+        text = f"{self.count}/{names.get(self.per_seconds, f'{self.per_seconds}s')}"
+        return text if self.burst == 1 else f"{text} burst {self.burst}"
 
     @property
     def per_day(self) -> float:
         return self.count * 86400 / self.per_seconds
 
+    @property
+    def interval(self) -> float:
+        """Seconds between two messages at this pace."""
+        return self.per_seconds / self.count
+
+
+def _rate_out(rate: Rate) -> str | dict[str, Any]:
+    """The YAML/JSON spelling: a plain ``N/period`` unless a burst was given."""
+    if rate.burst == 1:
+        return str(rate)
+    return {"limit": str(replace(rate, burst=1)), "burst": rate.burst}
+
 
 def parse_rate(value: Any) -> Rate:
     if isinstance(value, Rate):
         return value
+    if isinstance(value, dict):
+        # ``{limit: 4/minute, burst: 4}``: the limit's own spelling, plus back-to-back starts.
+        extra = set(value) - {"limit", "burst"}
+        if "limit" not in value or extra:
+            raise ValueError(
+                f"{value!r} is not a rate — write {{limit: 4/minute, burst: 4}} "
+                "(only the keys limit and burst)"
+            )
+        base = parse_rate(value["limit"])
+        burst = value.get("burst", 1)
+        if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
+            raise ValueError(f"{value!r}: a rate's burst must be a whole number ≥ 1")
+        return replace(base, burst=burst)
     if isinstance(value, str):
         m = _RATE_RE.match(value.lower())
         if m and m.group(2) in _RATE_UNITS:
@@ -103,6 +132,10 @@ def parse_rate(value: Any) -> Rate:
             if count <= 0:
                 raise ValueError(f"{value!r}: a rate must allow at least 1 message")
             return Rate(count, _RATE_UNITS[m.group(2)])
+        # str(Rate) of a burst rate reads back: "4/minute burst 4"
+        b = _BURST_RE.match(value.lower())
+        if b:
+            return parse_rate({"limit": b.group(1), "burst": int(b.group(2))})
     raise ValueError(
         f"{value!r} is not a rate — write N/second, N/minute, N/hour or N/day (e.g. 14/second)"
     )
@@ -179,10 +212,22 @@ _SCHEMA_DURATION = {
     "pattern": r"^(\d+(\.\d+)?\s*[smhdw]|P.*)$",
     "description": "duration: 30s, 5m, 2h, 3d, 2w or ISO-8601 (P3D)",
 }
-_SCHEMA_RATE = {
+_SCHEMA_RATE_TEXT = {
     "type": "string",
     "pattern": r"^\d+\s*/\s*(second|sec|s|minute|min|m|hour|h|day|d)$",
     "description": "rate: N/second, N/minute, N/hour, N/day",
+}
+_SCHEMA_RATE = {
+    "anyOf": [
+        _SCHEMA_RATE_TEXT,
+        {
+            "type": "object",
+            "properties": {"limit": _SCHEMA_RATE_TEXT, "burst": {"type": "integer", "minimum": 1}},
+            "required": ["limit"],
+            "additionalProperties": False,
+            "description": "a pace that allows `burst` messages back to back first",
+        },
+    ]
 }
 
 Duration = Annotated[
@@ -194,13 +239,13 @@ Duration = Annotated[
 RateT = Annotated[
     Rate,
     BeforeValidator(parse_rate),
-    PlainSerializer(str, return_type=str),
+    PlainSerializer(_rate_out),
     WithJsonSchema(_SCHEMA_RATE),
 ]
 Rates = Annotated[
     tuple[Rate, ...],
     BeforeValidator(parse_rates),
-    PlainSerializer(lambda rs: [str(r) for r in rs], return_type=list[str]),
+    PlainSerializer(lambda rs: [_rate_out(r) for r in rs]),
     WithJsonSchema(
         {
             "anyOf": [_SCHEMA_RATE, {"type": "array", "items": _SCHEMA_RATE}],

@@ -1,15 +1,30 @@
 """Every sending limit, enforced in memory: service rates, per-domain shaping, campaign rates,
-the warm-up cap of the day, and throttling after a 421.
+the warm-up cap of the day, and the slow-down after a throttling reply.
 
-Rates are exact sliding windows: ``N/period`` never lets N+1 message starts fall within any
-interval of that length, and a start exactly one period after an earlier one is allowed. The
-state is rebuilt from the database at start (``seed_*``), so a restart resets no quota.
+A rate is a pace (SPEC §2): ``N/period`` admits one SMTP transaction every ``period/N``
+seconds, ``{limit: N/period, burst: B}`` admits B back to back first — a generic cell rate
+algorithm (GCRA) holding one "theoretical arrival time" per limit. In a list of rates the
+shortest period is the pace and the longer ones are quotas: sliding windows that hold at every
+instant (``[14/second, 50000/day]`` sends at 14/s until 50,000 went out in the last 24 h).
+
+What each counts (issue 13): the pace counts transactions started (the permit is taken just
+before ``MAIL FROM``); quotas and the warm-up cap count messages the relay accepted, plus the
+transactions in flight, which may all be accepted — so a quota is never exceeded and a
+rejected attempt does not burn it. The database keeps accepted messages (``sent_at``,
+``service_days``), so the state rebuilt at start (``seed_*``) has the same definition and a
+restart changes no figure.
+
+A throttling reply (throttle.py) halves the pace of that service and of that recipient domain
+(multiplicative decrease), holds it for ``HOLD`` seconds and then recovers it additively, a
+tenth of the normal pace every ``STEP`` seconds.
+
 Nothing here reads the clock: every call is given ``now`` (epoch seconds).
 """
 
 from __future__ import annotations
 
 import bisect
+import math
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,15 +34,114 @@ from zoneinfo import ZoneInfo
 
 from ..config.model import Config, Service
 from ..config.values import Rate
+from ..plan.pace import WIRE_MARGIN, pace_interval, split_rates
 from ..plan.warmup import warmup_cap, warmup_day
 
 _KEEP_DAYS = 3  # daily counters kept: today, yesterday, and a spare for clock skew
 
+# Adaptive slow-down. HOLD: how long a halved pace stays halved after the last throttle reply;
+# then every STEP the pace grows by RECOVER_FRACTION of the pace before the first cut.
+HOLD = 30.0
+STEP = 10.0
+RECOVER_FRACTION = 0.1
+MIN_RATE = 1 / 60  # never slower than one message a minute: the relay must see us to relent
+OBSERVE = 10.0  # seconds of starts an unpaced sender's current rate is measured over
+# A quota or cap entirely held by transactions in flight cannot say when it frees up (that
+# depends on their replies): look again this soon.
+RECHECK = 0.5
+LATE = 0.02  # at most this much of a late permit is forgiven (see Gcra.take)
+
+
+# ---------------------------------------------------------------- state pieces
+
+
+class Gcra:
+    """One pace: the theoretical arrival time (TAT) of the next transaction."""
+
+    __slots__ = ("interval", "tat")
+
+    def __init__(self) -> None:
+        self.tat = -math.inf
+        self.interval = 0.0
+
+    def _retune(self, interval: float, now: float) -> None:
+        # A changed pace (reload, slow-down, recovery) keeps the debt in messages, not in
+        # seconds: 3 messages ahead at the old pace are 3 messages ahead at the new one.
+        if interval != self.interval:
+            if self.interval > 0 and interval > 0 and self.tat > now:
+                self.tat = now + (self.tat - now) * interval / self.interval
+            self.interval = interval
+
+    def earliest(self, interval: float, burst: int, now: float, ahead: int = 0) -> float:
+        """When one more may go, ``ahead`` others being let through first."""
+        self._retune(interval, now)
+        if interval <= 0:
+            return now
+        tat = self.tat if ahead == 0 else max(self.tat, now) + ahead * interval
+        return max(now, tat - (burst - 1) * interval)
+
+    def take(self, interval: float, now: float) -> None:
+        self._retune(interval, now)
+        if interval <= 0:
+            self.tat = now
+        elif 0 <= now - self.tat <= lateness(interval):
+            # A permit taken a moment after its time (a timer firing late) keeps the
+            # schedule, so the pace does not drift below the limit; the pace's window
+            # (``pace_window``) still never lets the limit be exceeded.
+            self.tat += interval
+        else:
+            self.tat = max(self.tat, now) + interval
+
+
+# ---------------------------------------------------------------- shared paces (PostgreSQL)
+
+
+@dataclass(frozen=True, slots=True)
+class PaceWant:
+    """One pace a permit needs: its key, the interval in force (limits.pace_interval, or the
+    slowed one) and its burst."""
+
+    key: str
+    interval: float
+    burst: int = 1
+
+
+def decide(
+    wants: Sequence[PaceWant], stored: Mapping[str, tuple[float, float]], now: float
+) -> tuple[float, dict[str, tuple[float, float]]]:
+    """(earliest time every pace admits one more, the rows after taking it now).
+
+    ``stored`` maps a key to its (tat, interval); a missing key is a fresh pace. The rows
+    returned are only meaningful when earliest ≤ now.
+    """
+    earliest = now
+    after: dict[str, tuple[float, float]] = {}
+    for want in wants:
+        g = Gcra()
+        g.tat, g.interval = stored.get(want.key, (-math.inf, want.interval))
+        earliest = max(earliest, g.earliest(want.interval, want.burst, now))
+        # Strict GCRA: no lateness forgiven, since no window of starts is kept here to cap
+        # what forgiving would let through (limits.pace_window).
+        after[want.key] = (max(g.tat, now) + want.interval, want.interval)
+    return earliest, after
+
+
+def lateness(interval: float) -> float:
+    """How late a permit may be taken and still keep its pace's schedule."""
+    return min(interval / 4, LATE)
+
+
+def pace_window(pace: Rate) -> Rate:
+    """What a pace allows in any window of its period: its count plus the burst beyond the
+    first message — checked besides the GCRA, so forgiving lateness never exceeds it."""
+    return Rate(pace.count + pace.burst - 1, pace.per_seconds)
+
 
 class Starts:
-    """Start times of one sender (service, service+domain or campaign), oldest first.
+    """Times of one sender (service, service+domain or campaign), oldest first — transaction
+    starts (for reporting the pace's use) or accepted messages (for quotas).
 
-    Holds no more than its largest rate needs: the newest ``max(count)`` starts, none older
+    Holds no more than its largest rate needs: the newest ``max(count)`` times, none older
     than its longest period — so a 50000/day rate keeps at most 50000 floats.
     """
 
@@ -66,14 +180,21 @@ class Starts:
             dq.popleft()
         bisect.insort(dq, t)
 
-    def earliest(self, rates: Sequence[Rate], now: float) -> float:
-        """The first instant ≥ now at which one more start keeps every rate."""
+    def earliest(
+        self, rates: Sequence[Rate], now: float, held: int = 0, margin: float = 0.0
+    ) -> float:
+        """The first instant ≥ now at which one more keeps every window (widened by
+        ``margin``), ``held`` more being already promised (in flight); ``now + RECHECK`` if
+        those alone fill a window."""
         self._trim(now)
         dq = self._dq
         at = now
         for r in rates:
-            if len(dq) >= r.count:
-                at = max(at, dq[-r.count] + r.per_seconds)
+            room = r.count - held
+            if room <= 0:
+                at = max(at, now + RECHECK)
+            elif len(dq) >= room:
+                at = max(at, dq[-room] + r.per_seconds + margin)
         return at
 
     def used(self, rate: Rate, now: float) -> int:
@@ -87,10 +208,139 @@ class Starts:
 
 
 @dataclass
+class Adaptive:
+    """A pace lowered by throttling replies: halved at each cut, recovering step by step."""
+
+    ceiling: float  # messages/second before the first cut of this episode
+    low: float  # messages/second right after the latest cut
+    cut_at: float
+    reason: str
+
+    def rate(self, now: float) -> float | None:
+        """The allowed rate now, or None once it is back to the ceiling (episode over)."""
+        if now < self.cut_at + HOLD:
+            return self.low
+        steps = math.floor((now - self.cut_at - HOLD) / STEP) + 1
+        r = self.low + steps * RECOVER_FRACTION * self.ceiling
+        return None if r >= self.ceiling else r
+
+    def recovered_at(self) -> float:
+        steps = math.ceil((self.ceiling - self.low) / (RECOVER_FRACTION * self.ceiling) - 1e-9)
+        return self.cut_at + HOLD + max(steps - 1, 0) * STEP
+
+
+@dataclass
+class _Limit:
+    """The state of one sender key: its pace, its quotas, the slow-down."""
+
+    pace: Gcra = field(default_factory=Gcra)
+    starts: Starts = field(default_factory=lambda: Starts(()))  # for the pace's "used"
+    accepted: Starts = field(default_factory=lambda: Starts(()))  # for the quotas
+    held: int = 0  # permits taken whose reply is not in yet
+    adaptive: Adaptive | None = None
+    recent: deque[float] = field(default_factory=deque)  # starts of the last OBSERVE s
+
+    def retune(self, rates: Sequence[Rate]) -> None:
+        pace, quotas = split_rates(rates)
+        self.starts.retune([pace_window(pace)] if pace else [])
+        self.accepted.retune(quotas)
+
+    def effective(self, pace: Rate | None, now: float) -> tuple[float, int]:
+        """(interval, burst) in force now: the configured pace, or slower while throttled."""
+        interval = pace_interval(pace) if pace else 0.0
+        burst = pace.burst if pace else 1
+        if self.adaptive is not None:
+            r = self.adaptive.rate(now)
+            if r is None:
+                self.adaptive = None
+            elif 1 / r > interval:
+                return 1 / r, 1  # no burst while the relay asks us to slow down
+        return interval, burst
+
+    def earliest(self, rates: Sequence[Rate], now: float, ahead: int = 0) -> float:
+        pace, quotas = split_rates(rates)
+        interval, burst = self.effective(pace, now)
+        window = [pace_window(pace)] if pace else []
+        return max(
+            self.pace.earliest(interval, burst, now, ahead),
+            self.starts.earliest(window, now, ahead, WIRE_MARGIN),
+            self.accepted.earliest(quotas, now, self.held + ahead),
+        )
+
+    def take(self, rates: Sequence[Rate], now: float) -> None:
+        pace, _ = split_rates(rates)
+        interval, _ = self.effective(pace, now)
+        self.pace.take(interval, now)
+        self.starts.add(now)
+        self.held += 1
+        self.recent.append(now)
+        while self.recent and self.recent[0] <= now - OBSERVE:
+            self.recent.popleft()
+
+    def settle(self, now: float, accepted: bool) -> None:
+        self.held = max(0, self.held - 1)
+        if accepted:
+            self.accepted.add(now)
+
+    def observed(self, now: float) -> float:
+        """Starts per second lately: over the last OBSERVE seconds, or since the first start
+        if sending began more recently (else a fresh start would look ten times slower)."""
+        while self.recent and self.recent[0] <= now - OBSERVE:
+            self.recent.popleft()
+        if not self.recent:
+            return 0.0
+        return len(self.recent) / min(max(now - self.recent[0], 1.0), OBSERVE)
+
+    def cut(
+        self,
+        pace: Rate | None,
+        now: float,
+        started: float,
+        reason: str,
+        unpaced: float | None = None,
+    ) -> None:
+        """A throttle reply to a transaction that started at ``started``: halve the pace,
+        once per round — replies to transactions started before the last cut say nothing new.
+        ``unpaced``: the rate to halve if this sender has no pace (else: what it sent lately)."""
+        ad = self.adaptive
+        if ad is not None and ad.rate(now) is not None:
+            if started < ad.cut_at:
+                return
+            current = min(ad.rate(now) or ad.ceiling, 1 / pace_interval(pace) if pace else math.inf)
+            ceiling = ad.ceiling
+        else:
+            # A paced sender halves its pace; an unpaced one what it has been sending.
+            if pace is not None:
+                current = 1 / pace_interval(pace)
+            elif unpaced is not None:
+                current = unpaced
+            else:
+                current = max(self.observed(now), MIN_RATE * 2)
+            ceiling = current
+        self.adaptive = Adaptive(ceiling, max(current / 2, MIN_RATE), now, reason)
+
+    def pace_json(self, pace: Rate | None, now: float) -> dict[str, Any]:
+        interval, _ = self.effective(pace, now)
+        ad = self.adaptive
+        configured = round(1 / pace.interval, 6) if pace else None
+        slowed = ad is not None and (pace is None or interval > pace_interval(pace))
+        return {
+            "configured_per_second": configured,
+            "effective_per_second": round(1 / interval, 6) if slowed else configured,
+            "reason": ad.reason if ad is not None else None,
+            "slowed_since": _iso(ad.cut_at) if ad is not None else None,
+            "recovers_at": _iso(ad.recovered_at()) if ad is not None else None,
+        }
+
+
+@dataclass
 class _ServiceState:
-    starts: Starts
+    limit: _Limit = field(default_factory=_Limit)
     first_day: date | None = None
-    daily: dict[date, int] = field(default_factory=dict)
+    daily: dict[date, int] = field(default_factory=dict)  # accepted messages per local day
+    # (start, domain) of the last OBSERVE seconds: the rate a slow-down of an unshaped
+    # domain halves.
+    recent_domains: deque[tuple[float, str]] = field(default_factory=deque)
 
     def count(self, day: date, n: int = 1) -> None:
         self.daily[day] = self.daily.get(day, 0) + n
@@ -98,27 +348,40 @@ class _ServiceState:
             del self.daily[old]
 
 
-def _rates_json(starts: Starts | None, rates: Sequence[Rate], now: float) -> list[dict[str, Any]]:
-    return [
-        {"rate": str(r), "used": starts.used(r, now) if starts else 0, "cap": r.count}
-        for r in rates
-    ]
+def _rates_json(limit: _Limit | None, rates: Sequence[Rate], now: float) -> list[dict[str, Any]]:
+    pace, _ = split_rates(rates)
+    out = []
+    for r in rates:
+        if limit is None:
+            used = 0
+        elif r is pace:
+            used = limit.starts.used(r, now)
+        else:
+            used = limit.accepted.used(r, now) + limit.held
+        out.append({"rate": str(r), "used": used, "cap": r.count})
+    return out
 
 
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat()
 
 
+# ---------------------------------------------------------------- the limiter
+
+
 class Limiter:
-    """Answers "when may the next message start?" for a service, a domain and a campaign."""
+    """Answers "when may the next transaction start?" for a service, a domain and a campaign.
+
+    The caller takes a permit with ``record`` right before the transaction and reports its
+    reply with ``settle`` (and ``throttled`` for a throttling reply).
+    """
 
     def __init__(self, config: Config) -> None:
         self._config = config
         self._zone = ZoneInfo(config.settings.timezone)
         self._services: dict[str, _ServiceState] = {}
-        self._domains: dict[tuple[str, str], Starts] = {}
-        self._campaigns: dict[str, Starts] = {}
-        self._slowed: dict[tuple[str, str], float] = {}
+        self._domains: dict[tuple[str, str], _Limit] = {}
+        self._campaigns: dict[str, _Limit] = {}
 
     # ------------------------------------------------------------ configuration
 
@@ -126,29 +389,26 @@ class Limiter:
         svc = self._config.services.get(service_id)
         return svc.rate if svc else ()
 
-    def _domain_rates(self, service_id: str, domain: str) -> tuple[Rate, ...] | None:
+    def _domain_rates(self, service_id: str, domain: str) -> tuple[Rate, ...]:
         svc = self._config.services.get(service_id)
         shaping = svc.domains.get(domain) if svc else None
-        return shaping.rate if shaping else None
+        return shaping.rate if shaping else ()
 
     def _campaign_rates(self, campaign_id: str) -> tuple[Rate, ...]:
         campaign = self._config.campaigns.get(campaign_id)
         return campaign.rate if campaign else ()
 
     def update_config(self, config: Config) -> None:
-        """New limits apply from the next call; recorded starts and daily counts stay."""
+        """New limits apply from the next call; paces keep their debt in messages, recorded
+        starts, acceptances and daily counts stay."""
         self._config = config
         self._zone = ZoneInfo(config.settings.timezone)
         for sid, state in self._services.items():
-            state.starts.retune(self._service_rates(sid))
-        for (sid, domain), starts in list(self._domains.items()):
-            rates = self._domain_rates(sid, domain)
-            if rates is None:
-                del self._domains[(sid, domain)]
-            else:
-                starts.retune(rates)
-        for cid, starts in self._campaigns.items():
-            starts.retune(self._campaign_rates(cid))
+            state.limit.retune(self._service_rates(sid))
+        for (sid, domain), limit in self._domains.items():
+            limit.retune(self._domain_rates(sid, domain))
+        for cid, limit in self._campaigns.items():
+            limit.retune(self._campaign_rates(cid))
 
     # ------------------------------------------------------------ state
 
@@ -163,38 +423,85 @@ class Limiter:
     def _service(self, service_id: str) -> _ServiceState:
         state = self._services.get(service_id)
         if state is None:
-            state = _ServiceState(Starts(self._service_rates(service_id)))
+            state = _ServiceState()
+            state.limit.retune(self._service_rates(service_id))
             self._services[service_id] = state
         return state
 
-    def _domain(self, service_id: str, domain: str) -> Starts | None:
-        rates = self._domain_rates(service_id, domain)
-        if rates is None:
-            return None  # unshaped domains keep no history: there are too many of them
+    def _domain(self, service_id: str, domain: str, *, create: bool = False) -> _Limit | None:
+        """A shaped domain's state; an unshaped one's only while it is slowed down (there are
+        too many domains to keep history for each)."""
         key = (service_id, domain)
-        if key not in self._domains:
-            self._domains[key] = Starts(rates)
-        return self._domains[key]
+        limit = self._domains.get(key)
+        if limit is None and (create or self._domain_rates(service_id, domain)):
+            limit = _Limit()
+            limit.retune(self._domain_rates(service_id, domain))
+            self._domains[key] = limit
+        return limit
 
-    def _campaign(self, campaign_id: str) -> Starts | None:
+    def _campaign(self, campaign_id: str) -> _Limit | None:
         if campaign_id not in self._config.campaigns:
             return None
         if campaign_id not in self._campaigns:
-            self._campaigns[campaign_id] = Starts(self._campaign_rates(campaign_id))
+            limit = _Limit()
+            limit.retune(self._campaign_rates(campaign_id))
+            self._campaigns[campaign_id] = limit
         return self._campaigns[campaign_id]
 
+    def _drop_recovered(self, service_id: str, domain: str, limit: _Limit, now: float) -> None:
+        if (
+            not self._domain_rates(service_id, domain)
+            and limit.held == 0
+            and limit.effective(None, now) == (0.0, 1)
+        ):
+            del self._domains[(service_id, domain)]
+
     def seed_service(
-        self, service_id: str, starts: Sequence[float], first_day: date | None
+        self,
+        service_id: str,
+        starts: Sequence[float],
+        first_day: date | None,
+        *,
+        attempts: Sequence[float] | None = None,
     ) -> None:
-        """Starts of the last 24 h and the first day the service ever sent, from the database."""
-        state = _ServiceState(Starts(self._service_rates(service_id), starts))
+        """From the database: when the service's messages of the last 24 h were accepted
+        (``sent_at``), the first day it ever sent, and optionally when its transactions of
+        the last minutes started (else the acceptances stand in for them)."""
+        state = _ServiceState()
+        rates = self._service_rates(service_id)
+        state.limit.retune(rates)
+        _replay(state.limit, rates, starts, attempts)
         for t in starts:
             state.count(self._day(t))
         state.first_day = first_day or (self._day(min(starts)) if starts else None)
         self._services[service_id] = state
 
-    def seed_campaign(self, campaign_id: str, starts: Sequence[float]) -> None:
-        self._campaigns[campaign_id] = Starts(self._campaign_rates(campaign_id), starts)
+    def seed_domain(
+        self,
+        service_id: str,
+        domain: str,
+        starts: Sequence[float],
+        *,
+        attempts: Sequence[float] | None = None,
+    ) -> None:
+        """A shaped domain's acceptances of the last 24 h (see ``seed_service``)."""
+        domain = domain.lower()
+        rates = self._domain_rates(service_id, domain)
+        if not rates:
+            return
+        limit = _Limit()
+        limit.retune(rates)
+        _replay(limit, rates, starts, attempts)
+        self._domains[(service_id, domain)] = limit
+
+    def seed_campaign(
+        self, campaign_id: str, starts: Sequence[float], *, attempts: Sequence[float] | None = None
+    ) -> None:
+        limit = _Limit()
+        rates = self._campaign_rates(campaign_id)
+        limit.retune(rates)
+        _replay(limit, rates, starts, attempts)
+        self._campaigns[campaign_id] = limit
 
     # ------------------------------------------------------------ the limits
 
@@ -206,10 +513,13 @@ class Limiter:
         day = warmup_day(first, today)
         return day, warmup_cap(svc.warmup, day)
 
-    def check(self, service_id: str, domain: str, campaign_id: str, now: float) -> float:
-        """The earliest time ≥ now at which one more start keeps every limit that applies.
+    def check(
+        self, service_id: str, domain: str, campaign_id: str, now: float, *, ahead: int = 0
+    ) -> float:
+        """The earliest time ≥ now at which one more transaction keeps every limit, with
+        ``ahead`` others (already on their way to a permit) let through first.
 
-        Each limit, once met, stays met until the next start, so the latest of their
+        Each limit, once met, stays met until the next permit, so the latest of their
         earliest times is the earliest time for all of them.
         """
         domain = domain.lower()
@@ -217,64 +527,142 @@ class Limiter:
         svc = self._config.services.get(service_id)
         if svc is not None:
             state = self._service(service_id)
-            at = max(at, state.starts.earliest(svc.rate, now))
+            at = max(at, state.limit.earliest(svc.rate, now, ahead))
             if svc.warmup is not None:
                 _, cap = self._warmup_state(svc, state, now)
-                if state.daily.get(self._day(now), 0) >= cap:
+                done = state.daily.get(self._day(now), 0)
+                if done >= cap:
                     at = max(at, self._next_midnight(now))
-            shaped = self._domain(service_id, domain)
-            if shaped is not None:
-                at = max(at, shaped.earliest(svc.domains[domain].rate, now))
-        slowed = self._slowed.get((service_id, domain))
-        if slowed is not None:
-            if slowed <= now:
-                del self._slowed[(service_id, domain)]
-            else:
-                at = max(at, slowed)
+                elif done + state.limit.held + ahead >= cap:
+                    at = max(at, now + RECHECK)  # the replies in flight decide
+        shaped = self._domain(service_id, domain)
+        if shaped is not None:
+            at = max(at, shaped.earliest(self._domain_rates(service_id, domain), now, ahead))
+            self._drop_recovered(service_id, domain, shaped, now)
         campaign = self._campaign(campaign_id)
         if campaign is not None:
-            at = max(at, campaign.earliest(self._campaign_rates(campaign_id), now))
+            at = max(at, campaign.earliest(self._campaign_rates(campaign_id), now, ahead))
         return at
 
     def record(self, service_id: str, domain: str, campaign_id: str, now: float) -> None:
-        """One message started now (call it whatever ``check`` said: the start happened)."""
+        """Take the permit: one transaction starts now (whatever ``check`` said). Answer it
+        with ``settle`` once its reply is in, or the quotas stay held."""
         domain = domain.lower()
         state = self._service(service_id)
-        state.starts.add(now)
-        today = self._day(now)
-        state.count(today)
-        if state.first_day is None:
-            state.first_day = today
+        state.limit.take(self._service_rates(service_id), now)
         shaped = self._domain(service_id, domain)
         if shaped is not None:
-            shaped.add(now)
+            shaped.take(self._domain_rates(service_id, domain), now)
+        else:
+            # Unshaped domains keep only a short history, for the rate a slow-down halves.
+            self._recent_domain(service_id, domain, now)
         campaign = self._campaign(campaign_id)
         if campaign is not None:
-            campaign.add(now)
+            campaign.take(self._campaign_rates(campaign_id), now)
+
+    def _recent_domain(self, service_id: str, domain: str, now: float) -> None:
+        recent = self._service(service_id).recent_domains
+        recent.append((now, domain))
+        while recent and recent[0][0] <= now - OBSERVE:
+            recent.popleft()
+
+    def settle(
+        self, service_id: str, domain: str, campaign_id: str, now: float, *, accepted: bool
+    ) -> None:
+        """The reply to a transaction ``record`` let start: ``accepted`` counts it against
+        the quotas, the warm-up cap and ``sent_today`` as of ``now``."""
+        domain = domain.lower()
+        state = self._service(service_id)
+        state.limit.settle(now, accepted)
+        if accepted:
+            today = self._day(now)
+            state.count(today)
+            if state.first_day is None:
+                state.first_day = today
+        shaped = self._domains.get((service_id, domain))
+        if shaped is not None:
+            shaped.settle(now, accepted)
+        campaign = self._campaigns.get(campaign_id)
+        if campaign is not None:
+            campaign.settle(now, accepted)
+
+    def throttled(
+        self, service_id: str, domain: str, now: float, *, started: float, reason: str
+    ) -> None:
+        """A throttling reply (throttle.py) to a transaction that started at ``started``:
+        halve the pace of the service and of that recipient domain."""
+        domain = domain.lower()
+        svc = self._config.services.get(service_id)
+        service_pace, _ = split_rates(svc.rate if svc else ())
+        service = self._service(service_id).limit
+        interval, _ = service.effective(service_pace, now)
+        service.cut(service_pace, now, started, reason)
+        shaped = self._domain(service_id, domain)
+        domain_pace, _ = split_rates(self._domain_rates(service_id, domain))
+        if shaped is None:
+            # An unshaped domain: what it got of the service's recent starts is its rate.
+            recent = self._service(service_id).recent_domains
+            shaped = self._domain(service_id, domain, create=True)
+            assert shaped is not None
+            shaped.recent.extend(t for t, d in recent if d == domain and t > now - OBSERVE)
+        # A domain without a pace of its own went at most at the service's pace; a short
+        # history would make it look slower than it was.
+        shaped.cut(domain_pace, now, started, reason, 1 / interval if interval > 0 else None)
 
     def slow_down(self, service_id: str, domain: str, now: float, until: float) -> None:
-        """After a 421: no start to that service and domain before ``until``; nothing else."""
-        key = (service_id, domain.lower())
-        if until > now:
-            self._slowed[key] = max(until, self._slowed.get(key, until))
+        """Compatibility with the 421 handling before issue 13: a throttle reply now."""
+        del until  # the pace now recovers step by step instead of at a fixed time
+        self.throttled(service_id, domain, now, started=now, reason="throttled (421)")
 
     # ------------------------------------------------------------ reporting
 
+    def pace(self, service_id: str, domain: str | None, now: float) -> dict[str, Any]:
+        """The configured and effective pace (messages per second; None: unpaced) of a
+        service or of one of its recipient domains, and why it is lower."""
+        if domain is None:
+            svc = self._config.services.get(service_id)
+            pace, _ = split_rates(svc.rate if svc else ())
+            return self._service(service_id).limit.pace_json(pace, now)
+        domain = domain.lower()
+        pace, _ = split_rates(self._domain_rates(service_id, domain))
+        limit = self._domains.get((service_id, domain)) or _Limit()
+        return limit.pace_json(pace, now)
+
     def snapshot(self, now: float) -> dict[str, Any]:
-        """The limits and how much of each is used, for /api/status (JSON-ready)."""
+        """The limits and how much of each is used, for /api/status (JSON-ready).
+
+        ``used`` of the pace counts transactions started in its period; of a quota, messages
+        accepted in its window plus those in flight. ``pace`` shows the effective pace and
+        why it is lower; ``slowed`` maps each slowed-down domain to when it is back to normal.
+        """
         services: dict[str, Any] = {}
         for sid, svc in self._config.services.items():
-            state = self._services.get(sid)
-            sent_today = state.daily.get(self._day(now), 0) if state else 0
+            state = self._service(sid)
+            sent_today = state.daily.get(self._day(now), 0)
             warmup = None
             if svc.warmup is not None:
-                day, cap = self._warmup_state(svc, state or self._service(sid), now)
+                day, cap = self._warmup_state(svc, state, now)
                 warmup = {"day": day, "cap": cap, "sent_today": sent_today}
+            slowed_domains = {}
+            for (s, d), limit in sorted(self._domains.items()):
+                if s != sid:
+                    continue
+                dpace, _ = split_rates(self._domain_rates(s, d))
+                limit.effective(dpace, now)  # drops a finished episode
+                if limit.adaptive is not None:
+                    slowed_domains[d] = limit
             services[sid] = {
-                "rates": _rates_json(state.starts if state else None, svc.rate, now),
+                "rates": _rates_json(state.limit, svc.rate, now),
                 "warmup": warmup,
                 "sent_today": sent_today,
-                "slowed": _slowed_for(self._slowed, sid, now),
+                "in_flight": state.limit.held,
+                "pace": self.pace(sid, None, now),
+                "slowed": {
+                    d: _iso(limit.adaptive.recovered_at())
+                    for d, limit in slowed_domains.items()
+                    if limit.adaptive is not None
+                },
+                "slowed_domains": {d: self.pace(sid, d, now) for d in slowed_domains},
                 "domains": {
                     d: _rates_json(self._domains.get((sid, d)), shaping.rate, now)
                     for d, shaping in sorted(svc.domains.items())
@@ -287,5 +675,18 @@ class Limiter:
         return {"services": services, "campaigns": campaigns}
 
 
-def _slowed_for(slowed: Mapping[tuple[str, str], float], sid: str, now: float) -> dict[str, str]:
-    return {d: _iso(until) for (s, d), until in sorted(slowed.items()) if s == sid and until > now}
+def _replay(
+    limit: _Limit,
+    rates: Sequence[Rate],
+    accepted: Sequence[float],
+    attempts: Sequence[float] | None,
+) -> None:
+    """Rebuild a limit from the database: acceptances fill the quotas; transaction starts (or,
+    without them, the acceptances) run through the pace so its debt is where it was."""
+    pace, _ = split_rates(rates)
+    for t in sorted(accepted):
+        limit.accepted.add(t)
+    interval = pace_interval(pace) if pace else 0.0
+    for t in sorted(attempts if attempts is not None else accepted):
+        limit.pace.take(interval, t)
+        limit.starts.add(t)

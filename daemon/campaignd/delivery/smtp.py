@@ -16,7 +16,7 @@ import re
 import socket
 import ssl
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -56,6 +56,8 @@ Step = Literal["connect", "tls", "ehlo", "starttls", "auth"]
 Observer = Callable[[Step, str], None]
 Tracer = Callable[[Stage, str], None]
 After = Literal["reuse", "reset", "close", "dead"]
+# Awaited with a session ready, right before MAIL FROM (the worker's rate permit).
+Gate = Callable[[], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -454,7 +456,9 @@ class SmtpPool:
 
     # ------------------------------------------------------------ sending
 
-    async def send(self, env: Envelope) -> Reply:
+    async def send(self, env: Envelope, *, gate: Gate | None = None) -> Reply:
+        """Send ``env``; ``gate`` (if given) is awaited once a session is ready, right before
+        ``MAIL FROM`` — the caller's rate permit. If it raises, the session goes back unused."""
         if self._closed:
             raise self.connector.refuse(
                 "the pool is closed (config reload or shutdown) — the message goes back to the "
@@ -464,24 +468,30 @@ class SmtpPool:
             )
         domain_slot = self._domain_slots.get(env.domain.lower()) if self._domain_slots else None
         if domain_slot is None:
-            return await self._send_in_slot(env)
+            return await self._send_in_slot(env, gate)
         async with domain_slot:
-            return await self._send_in_slot(env)
+            return await self._send_in_slot(env, gate)
 
-    async def _send_in_slot(self, env: Envelope) -> Reply:
+    async def _send_in_slot(self, env: Envelope, gate: Gate | None) -> Reply:
         async with self._slots:
             self._in_flight += 1
             self._drained.clear()
             try:
-                return await self._send_on_session(env)
+                return await self._send_on_session(env, gate)
             finally:
                 self._in_flight -= 1
                 if self._in_flight == 0:
                     self._drained.set()
 
-    async def _send_on_session(self, env: Envelope) -> Reply:
+    async def _send_on_session(self, env: Envelope, gate: Gate | None) -> Reply:
         for attempt in (1, 2):
             session = await self._checkout()
+            if gate is not None and attempt == 1:
+                try:
+                    await gate()
+                except BaseException:
+                    await self._checkin(session, "reuse")
+                    raise
             try:
                 reply, after = await transact(session.smtp, env, reply_wait=self.timeout)
             except BaseException:  # cancelled mid-transaction: the session is out of step

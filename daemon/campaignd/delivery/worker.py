@@ -32,13 +32,19 @@ from .conditions import Conditions, park_until
 from .dkim import signer_for as dkim_signer_for
 from .limits import Limiter
 from .retry import next_retry
-from .smtp import ConnectionFailed, Envelope, Transport
+from .smtp import ConnectionFailed, Envelope, SmtpPool, Transport
+from .throttle import Throttle, recognise
 
 log = logging.getLogger("campaignd.delivery")
 
 # A message held in memory waiting for a limit longer than this is handed back to the queue
-# with its due time, so a long wait (a daily cap, a closed breaker) never pins claimed rows.
+# with its due time, so a long wait (a daily cap, a closed breaker) never pins claimed rows —
+# nor, at the permit, an idle SMTP session.
 MAX_HOLD = 5.0
+# A message is handed to a service this long before its permit is due, so rendering, signing
+# and the start commit are done and it waits at the gate when the permit comes: otherwise
+# their time would be added to every interval and the pace would fall short of the limit.
+LEAD = 0.25
 CLAIM_LEASE = 600.0
 AUTO_PAUSE_AFTER = 50
 
@@ -60,6 +66,23 @@ class Store(Protocol):
     async def contacted_since(
         self, keys: Sequence[str], since: float, *, exclude_campaign: str | None = None
     ) -> set[str]: ...
+
+
+class _Declined(Exception):
+    """The permit was not taken: the message goes back to the queue, due at ``at``."""
+
+    def __init__(self, at: float) -> None:
+        super().__init__(at)
+        self.at = at
+
+
+@dataclass
+class _Permit:
+    """One message's way to its rate permit: waiting, taken (when), answered."""
+
+    waiting: bool = True  # counted in Dispatcher._awaiting
+    taken_at: float | None = None
+    settled: bool = False
 
 
 @dataclass
@@ -92,7 +115,12 @@ class Dispatcher:
     def __post_init__(self) -> None:
         self._wake = asyncio.Event()
         self._slot_freed = asyncio.Event()
+        # Set (and replaced) when campaign states, the config or shutdown change: whoever
+        # waits for a limit looks again at once (a pause must not let a waiting message out).
+        self._changed = asyncio.Event()
         self._inflight: dict[str, int] = defaultdict(int)
+        # Messages handed to a service that have not taken (or given up) their permit yet.
+        self._awaiting: dict[str, int] = defaultdict(int)
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._rr = 0
@@ -104,10 +132,27 @@ class Dispatcher:
     def wake(self) -> None:
         self._wake.set()
 
+    def _notify_waiters(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+        self._slot_freed.set()
+
+    async def _nap(self, seconds: float) -> None:
+        """Sleep ``seconds`` unless campaign states, the config or shutdown change first."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), timeout=max(seconds, 0.0))
+
+    def deactivate(self, campaign_id: str) -> None:
+        """Paused or stopped: no message of it takes a permit from now on, and those that
+        wait for one go back to the queue at once."""
+        self.active.discard(campaign_id)
+        self._notify_waiters()
+
     def set_active(self, campaign_ids: Collection[str]) -> None:
         """Campaigns whose database state is `sending` (the caller read it)."""
         self.active = set(campaign_ids)
         self._wake.set()
+        self._notify_waiters()
 
     def update(self, config: Config, transports: Mapping[str, Transport]) -> None:
         """A reload: new claims use the new config at once; in-flight sends finish as they are."""
@@ -117,6 +162,7 @@ class Dispatcher:
             self.breakers.setdefault(sid, Breaker())
         self.limiter.update_config(config)
         self._wake.set()
+        self._notify_waiters()
 
     def inflight(self) -> int:
         return sum(self._inflight.values())
@@ -128,7 +174,7 @@ class Dispatcher:
         """Stop claiming; wait for in-flight sends. Returns how many were still running."""
         self._stopping = True
         self._wake.set()
-        self._slot_freed.set()
+        self._notify_waiters()
         pending = [t for t in self._tasks if not t.done()]
         if not pending:
             return 0
@@ -245,13 +291,19 @@ class Dispatcher:
         return opens.timestamp() if opens is not None else now + 86400
 
     async def _start_one(self, msg: Claimed) -> None:
-        campaign = self.config.campaigns[msg.campaign_id]
+        """Hand the message to a service with a free session whose limits will admit it
+        soon; the permit itself is taken at the wire (``_permit``). A message that waits
+        looks again whether its campaign still sends; if not it goes back untouched."""
         while True:
+            campaign = self.config.campaigns.get(msg.campaign_id)
+            if self._stopping or campaign is None or msg.campaign_id not in self.active:
+                await self.store.release([msg.id], next_attempt_at=self.clock())
+                return
             now = self.clock()
             sid, at = self._choose_service(campaign, msg, now)
             if sid is not None:
-                self.limiter.record(sid, msg.domain, msg.campaign_id, now)
                 self._inflight[sid] += 1
+                self._awaiting[sid] += 1
                 task = asyncio.create_task(self._deliver(msg, sid), name=f"send-{msg.id}")
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
@@ -259,15 +311,12 @@ class Dispatcher:
             if at is None:  # every service is busy: wait for a free session
                 self._slot_freed.clear()
                 await self._slot_freed.wait()
-                if self._stopping:
-                    await self.store.release([msg.id], next_attempt_at=self.clock())
-                    return
                 continue
             wait = at - now
-            if wait > MAX_HOLD or self._stopping:
+            if wait > MAX_HOLD:
                 await self.store.release([msg.id], next_attempt_at=at)
                 return
-            await asyncio.sleep(wait)
+            await self._nap(wait - LEAD)
 
     def _choose_service(
         self, campaign: Campaign, msg: Claimed, now: float
@@ -295,8 +344,11 @@ class Dispatcher:
             if state == "half-open" and breaker.probing:
                 busy = True  # the probe's outcome decides; wait for it like for a session
                 continue
-            allowed_at = self.limiter.check(sid, msg.domain, msg.campaign_id, now)
-            if allowed_at > now:
+            # Messages already handed to this service take their permits first.
+            allowed_at = self.limiter.check(
+                sid, msg.domain, msg.campaign_id, now, ahead=self._awaiting[sid]
+            )
+            if allowed_at > now + LEAD:
                 earliest = allowed_at if earliest is None else min(earliest, allowed_at)
                 continue
             free = self.config.services[sid].max_connections - self._inflight[sid]
@@ -315,9 +367,10 @@ class Dispatcher:
 
     async def _deliver(self, msg: Claimed, sid: str) -> None:
         began = time.perf_counter()
+        permit = _Permit()
         try:
             try:
-                outcome = await self._attempt(msg, sid)
+                outcome = await self._attempt(msg, sid, permit)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a bug must not lose the message: keep it, say why
@@ -332,10 +385,39 @@ class Dispatcher:
                 # /metrics and the summaries' send rate (in-memory only; the row is the truth)
                 self.stats.attempt(msg.campaign_id, msg.recipient, outcome, took)
         finally:
+            self._done_waiting(sid, permit)
+            if permit.taken_at is not None and not permit.settled:
+                # No reply (cancelled, a bug): the transaction may not count as accepted.
+                self.limiter.settle(sid, msg.domain, msg.campaign_id, self.clock(), accepted=False)
             self._inflight[sid] -= 1
             self._slot_freed.set()
 
-    async def _attempt(self, msg: Claimed, sid: str) -> Outcome | None:
+    def _done_waiting(self, sid: str, permit: _Permit) -> None:
+        if permit.waiting:
+            permit.waiting = False
+            self._awaiting[sid] -= 1
+
+    async def _permit(self, msg: Claimed, sid: str, permit: _Permit) -> None:
+        """Take the permit of every limit, with the session ready and nothing left between it
+        and MAIL FROM. Raises ``_Declined`` if the campaign stopped sending meanwhile or the
+        limits want a longer wait than a session should idle."""
+        try:
+            while True:
+                if self._stopping or msg.campaign_id not in self.active:
+                    raise _Declined(self.clock())
+                now = self.clock()
+                at = self.limiter.check(sid, msg.domain, msg.campaign_id, now)
+                if at <= now:
+                    self.limiter.record(sid, msg.domain, msg.campaign_id, now)
+                    permit.taken_at = now
+                    return
+                if at - now > MAX_HOLD:
+                    raise _Declined(at)
+                await self._nap(at - now)
+        finally:
+            self._done_waiting(sid, permit)
+
+    async def _attempt(self, msg: Claimed, sid: str, permit: _Permit) -> Outcome | None:
         now = self.clock()
         campaign = self.config.campaigns.get(msg.campaign_id)
         service = self.config.services.get(sid)
@@ -370,7 +452,7 @@ class Dispatcher:
                 reason = f"auto-paused: cannot DKIM-sign — {exc}; fix it, reload, then resume"
                 log.error("campaign %s %s", msg.campaign_id, reason)
                 if self.on_auto_pause is not None and msg.campaign_id in self.active:
-                    self.active.discard(msg.campaign_id)
+                    self.deactivate(msg.campaign_id)
                     self.on_auto_pause(msg.campaign_id, reason)
                 return None
         sender = envelope_sender(
@@ -381,9 +463,25 @@ class Dispatcher:
         # Durably "in flight" before the first SMTP byte: a crash from here on leaves the row
         # uncertain (never resent on its own); before here it simply goes back to the queue.
         await self.store.start(msg.id, sid)
+
+        async def gate() -> None:
+            await self._permit(msg, sid, permit)
+
         try:
-            reply = await transport.send(envelope)
+            if isinstance(transport, SmtpPool):
+                reply = await transport.send(envelope, gate=gate)
+            else:  # the outbox and test transports have no session to wait for
+                await gate()
+                reply = await transport.send(envelope)
+        except _Declined as declined:
+            # Paused, stopped or over a limit while waiting: back to the queue untouched.
+            await self.store.release([msg.id], next_attempt_at=declined.at)
+            self._wake.set()
+            return None
         except ConnectionFailed as exc:
+            if permit.taken_at is not None:
+                permit.settled = True
+                self.limiter.settle(sid, msg.domain, msg.campaign_id, self.clock(), accepted=False)
             opened = self.breakers[sid].failure(self.clock(), str(exc))
             if opened:
                 log.warning("service %s is failing, skipping it for now: %s", sid, exc)
@@ -393,12 +491,26 @@ class Dispatcher:
             return None
         self.breakers[sid].success()
         done = self.clock()
-        if reply.slow_down:
-            self.limiter.slow_down(sid, msg.domain, done, done + 60.0)
-        return self._outcome(msg, sid, service, reply, rendered.message_id, done)
+        # The same instant as the outcome's ``at`` (the row's ``sent_at``), so the counters
+        # rebuilt from the database at start read what the live ones read.
+        permit.settled = True
+        self.limiter.settle(sid, msg.domain, msg.campaign_id, done, accepted=reply.kind == "sent")
+        throttle = throttle_of(reply)
+        if throttle is not None:
+            started = permit.taken_at if permit.taken_at is not None else done
+            self.limiter.throttled(sid, msg.domain, done, started=started, reason=str(throttle))
+            log.info("service %s (%s) slows down: %s", sid, msg.domain, throttle)
+        return self._outcome(msg, sid, service, reply, rendered.message_id, done, throttle)
 
     def _outcome(
-        self, msg: Claimed, sid: str, service: Service, reply: Reply, message_id: str, now: float
+        self,
+        msg: Claimed,
+        sid: str,
+        service: Service,
+        reply: Reply,
+        message_id: str,
+        now: float,
+        throttle: Throttle | None = None,
     ) -> Outcome:
         if reply.kind == "sent":
             return Outcome(
@@ -406,7 +518,12 @@ class Dispatcher:
                 code=reply.code, enhanced=reply.enhanced,
             )  # fmt: skip
         if reply.kind == "deferred":
-            return self._temporary(msg, sid, reply.summary(), reply.code, reply.enhanced, service)
+            # Throttled: due again at once — the slowed pace decides when it goes, not the
+            # message's own backoff (minutes to hours for a reply that only meant "slower").
+            return self._temporary(
+                msg, sid, reply.summary(), reply.code, reply.enhanced, service,
+                retry_now=throttle is not None,
+            )  # fmt: skip
         return Outcome(
             id=msg.id,
             status="bounced" if reply.kind == "bounced" else "failed",
@@ -427,11 +544,15 @@ class Dispatcher:
         code: int | None,
         enhanced: str | None,
         service: Service | None = None,
+        *,
+        retry_now: bool = False,
     ) -> Outcome:
         now = self.clock()
         policy = (service or self.config.services[sid]).retry
         first = msg.first_attempt_at or now
         at = next_retry(policy, attempts=msg.attempts, first_attempt_at=first, now=now)
+        if at is not None and retry_now:
+            at = now
         if at is None:
             return Outcome(
                 id=msg.id, status="failed", service=sid, at=now, code=code, enhanced=enhanced,
@@ -455,8 +576,19 @@ class Dispatcher:
                     f"auto-paused: {AUTO_PAUSE_AFTER} messages in a row failed permanently; "
                     f"last: {run.last_failure} — fix the cause, then resume"
                 )
-                self.active.discard(msg.campaign_id)
+                self.deactivate(msg.campaign_id)
                 self.on_auto_pause(msg.campaign_id, reason)
+
+
+def throttle_of(reply: Reply) -> Throttle | None:
+    """Whether the reply asks us to slow down: the table in throttle.py, or what the
+    classifier already flagged (421 and its own throttle words)."""
+    if reply.kind != "deferred":
+        return None
+    found = recognise(reply.code, reply.enhanced, reply.text)
+    if found is None and reply.slow_down:
+        found = Throttle("slow down", reply.summary())
+    return found
 
 
 def _final(

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
@@ -12,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 from ..config.model import Warmup, Window
 from ..config.values import Rate
+from .pace import starts_by
 from .warmup import warmup_cap, warmup_day, warmup_full_day
 from .windows import local_ts, next_window_open, utc_of, window_period, window_zone
 
@@ -50,20 +50,16 @@ class PlanResult:
 
 
 def _rates_cap(rates: Sequence[Rate], seconds: float) -> int:
-    """Most starts the rates allow in ``seconds`` of open time, with a full burst at its start.
-
-    The limiter's sliding windows let ``count`` start at once, so an hour of 100/hour is 100
-    and a day of 50000/day is 50000 whether the window is open 8 hours or 24.
-    """
+    """Most starts the rates allow in ``seconds`` of open time (the limiter's own arithmetic:
+    the pace's burst, then one per interval; quotas per window)."""
     if seconds <= 0:
         return 0
-    caps = [r.count * math.ceil(seconds / r.per_seconds - 1e-9) for r in rates]
-    return min(caps, default=UNLIMITED)
+    return min(starts_by(rates, max(0.0, seconds - 1e-9)), UNLIMITED) if rates else UNLIMITED
 
 
 def _started_by(rates: Sequence[Rate], t: int) -> int:
     """Starts the rates allow from a fresh start up to ``t`` seconds later, inclusive."""
-    return min((r.count * (t // r.per_seconds + 1) for r in rates), default=UNLIMITED)
+    return min(starts_by(rates, t), UNLIMITED) if rates else UNLIMITED
 
 
 def _seconds_for(n: int, services: Sequence[ServiceCapacity], campaign: Sequence[Rate]) -> int:

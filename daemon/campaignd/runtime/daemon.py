@@ -541,7 +541,7 @@ class Daemon:
         assert self.store is not None
         state = await control.set_state(self.store, campaign_id, action)
         if self.dispatcher and action in ("pause", "stop"):
-            self.dispatcher.active.discard(campaign_id)
+            self.dispatcher.deactivate(campaign_id)
         self.poke()
         return state
 

@@ -78,6 +78,10 @@ class ServiceSample:
     warmup_cap: int | None
     breaker_state: str
     breaker_failures: int
+    pace_configured: float | None = None
+    """Messages per second the service's rate allows (None: unpaced)."""
+    pace_effective: float | None = None
+    """What it runs at now: lower after throttling replies, recovering step by step."""
 
 
 @dataclass(frozen=True)
@@ -133,6 +137,8 @@ async def gather(view: DaemonView, now: float | None = None) -> Snapshot:
                 warmup_cap=warmup.get("cap"),
                 breaker_state=str(breaker.get("state", "closed")),
                 breaker_failures=int(str(breaker.get("failures", 0))),
+                pace_configured=(use.get("pace") or {}).get("configured_per_second"),
+                pace_effective=(use.get("pace") or {}).get("effective_per_second"),
             )
         )
     campaigns = []
@@ -284,6 +290,14 @@ def families(snap: Snapshot, stats: DeliveryStats) -> Iterator[Any]:
     failures = _gauge(
         "breaker_failures", "consecutive connection failures of the service", ["service"]
     )
+    pace_set = _gauge(
+        "pace_configured_per_second", "messages per second the service's rate allows", ["service"]
+    )
+    pace_now = _gauge(
+        "pace_effective_per_second",
+        "messages per second the service runs at now (lower after throttling replies)",
+        ["service"],
+    )
     for svc in snap.services:
         in_flight.add_metric([svc.id], svc.in_flight)
         slots.add_metric([svc.id], svc.max_connections)
@@ -294,7 +308,12 @@ def families(snap: Snapshot, stats: DeliveryStats) -> Iterator[Any]:
         for b in BREAKER_STATES:
             breaker.add_metric([svc.id, b], 1.0 if svc.breaker_state == b else 0.0)
         failures.add_metric([svc.id], svc.breaker_failures)
+        if svc.pace_configured is not None:
+            pace_set.add_metric([svc.id], svc.pace_configured)
+        if svc.pace_effective is not None:
+            pace_now.add_metric([svc.id], svc.pace_effective)
     yield from (in_flight, slots, sent_today, warm_day, warm_cap, breaker, failures)
+    yield from (pace_set, pace_now)
 
     used = _gauge(
         "limit_used", "starts counted against the limit in its window", ["scope", "target", "rate"]

@@ -130,6 +130,9 @@ async def status_data(view: DaemonView) -> dict[str, Any]:
             "warmup": use.get("warmup"),
             "sent_today": use.get("sent_today", 0),
             "slowed": use.get("slowed", {}),
+            # configured vs effective pace, and why it is lower (a relay's throttle replies)
+            "pace": use.get("pace"),
+            "slowed_domains": use.get("slowed_domains", {}),
             "breaker": view.breaker_snapshot(sid, now),
         }
     ids = await campaign_ids(view)

@@ -40,8 +40,9 @@ def test_window_days_and_finish_from_a_friday_afternoon() -> None:
         plan_zone=BERLIN,
     )
     assert result.days == days(("2026-12-04", 100), ("2026-12-07", 800), ("2026-12-08", 100))
-    # Tuesday's 100 start at 09:00 as a burst paced by the relay's 14/second.
-    assert result.finish == datetime(2026, 12, 8, 9, 0, 7, tzinfo=BERLIN)
+    # Tuesday's 100 go at the campaign's pace, one every 36 s from 09:00 (SPEC §2: a rate
+    # is a pace, not a burst per window), so the last leaves at 09:59:25.
+    assert result.finish == datetime(2026, 12, 8, 9, 59, 25, tzinfo=BERLIN)
     assert result.unschedulable == 0 and result.notes == []
 
 
@@ -56,7 +57,8 @@ def test_services_add_up() -> None:
         plan_zone=UTC_Z,
     )
     assert result.days == days(("2026-12-04", 200), ("2026-12-07", 800))
-    assert result.finish == datetime(2026, 12, 7, 12, 0, tzinfo=UTC)  # 4 bursts of 200
+    # 200/hour in all, evenly: Monday's 800 take four hours from 09:00.
+    assert result.finish == datetime(2026, 12, 7, 12, 59, 25, tzinfo=UTC)
 
 
 def test_daily_rate_with_a_short_window_sends_its_day_at_once() -> None:
@@ -69,7 +71,7 @@ def test_daily_rate_with_a_short_window_sends_its_day_at_once() -> None:
         plan_zone=UTC_Z,
     )
     assert result.days == days(("2026-12-07", 50000), ("2026-12-08", 50000), ("2026-12-09", 20000))
-    assert result.finish == datetime(2026, 12, 9, 9, 23, 48, tzinfo=UTC)  # 20000 at 14/s
+    assert result.finish == datetime(2026, 12, 9, 9, 24, 3, tzinfo=UTC)  # 20000 at 14/s
 
 
 def test_warmup_growth_limits_each_day() -> None:
@@ -116,8 +118,8 @@ def test_recipient_zones_share_capacity_and_unknown_zone_falls_back() -> None:
         plan_zone=UTC_Z,
     )
     assert result.days == days(("2026-12-07", 200))
-    # Tokyo opens 00:00Z, New York 14:00Z: the last message goes when New York opens.
-    assert result.finish == datetime(2026, 12, 7, 14, 0, tzinfo=UTC)
+    # Tokyo opens 00:00Z, New York 14:00Z: New York's 100 go at 100/hour from then.
+    assert result.finish == datetime(2026, 12, 7, 14, 59, 25, tzinfo=UTC)
     assert any("'Mars/Base'" in n and "America/New_York" in n for n in result.notes)
 
 
@@ -133,7 +135,9 @@ def test_zones_split_a_tight_day_and_finish_in_the_later_zone() -> None:
     )
     # Each zone is open one hour a day, so 100 each a day: three days.
     assert [d.messages for d in result.days] == [200] * 3
-    assert result.finish == datetime(2026, 12, 9, 8, 0, tzinfo=UTC)  # 09:00 in Berlin
+    assert result.finish == datetime(
+        2026, 12, 9, 8, 59, 25, tzinfo=UTC
+    )  # Berlin's hour at 100/hour
 
 
 def test_days_follow_dst_in_the_plan_zone() -> None:
@@ -186,7 +190,8 @@ def test_later_steps_share_the_capacity() -> None:
         plan_zone=UTC_Z,
         later_steps=[(timedelta(days=1), 1000)],
     )
-    assert [d.messages for d in result.days] == [500, 500, 500, 500]
+    # 500/day is one every 172.8 s: the first day, from 10:00, has room for 292.
+    assert [d.messages for d in result.days] == [292, 500, 500, 500, 208]
     assert result.unschedulable == 0
 
 

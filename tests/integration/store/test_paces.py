@@ -1,0 +1,92 @@
+"""Pace permits shared through one real PostgreSQL database by two engines (two daemons)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from campaignd.delivery.limits import PaceWant, decide
+from campaignd.queue.paces import create_table, take
+from tests.integration.store.postgres import Cluster
+
+
+def test_decide_is_the_limiters_arithmetic() -> None:
+    wants = [PaceWant("service:s", 0.1), PaceWant("campaign:c", 1.0, burst=2)]
+    at, after = decide(wants, {}, 100.0)
+    assert at == 100.0 and after == {"service:s": (100.1, 0.1), "campaign:c": (101.0, 1.0)}
+    at, _ = decide(wants, after, 100.05)
+    assert at == pytest.approx(100.1)  # the service's pace
+    at, _ = decide(wants, {"service:s": (100.1, 0.1), "campaign:c": (103.0, 1.0)}, 100.2)
+    assert at == pytest.approx(102.0)  # the campaign's, burst 2: tat − 1 interval
+
+
+def most_in_window(times: list[float], width: float) -> int:
+    times = sorted(times)
+    j = best = 0
+    for i, t in enumerate(times):
+        while times[j] + width <= t:
+            j += 1
+        best = max(best, i - j + 1)
+    return best
+
+
+@pytest.mark.postgres
+async def test_two_daemons_share_one_pace(pg_cluster: Cluster) -> None:
+    url = await pg_cluster.create_database()
+    engines: list[AsyncEngine] = [create_async_engine(url) for _ in range(2)]
+    try:
+        await create_table(engines[0])
+        wants = [PaceWant("service:relay", 0.1), PaceWant("campaign:news", 0.05)]
+        taken: list[float] = []
+        end = time.time() + 1.5
+
+        async def sender(engine: AsyncEngine) -> None:
+            while True:
+                now = time.time()
+                if now >= end:
+                    return
+                async with engine.begin() as conn:
+                    later = await take_one(conn, wants, now)
+                if later is None:
+                    taken.append(now)
+                else:
+                    await asyncio.sleep(max(0.0, later - time.time()))
+
+        await asyncio.gather(*(sender(e) for e in engines for _ in range(3)))
+        taken.sort()
+        assert 8 <= len(taken) <= 16  # 1.5 s at 10/second: at most one each 0.1 s, plus one
+        gaps = [b - a for a, b in itertools.pairwise(taken)]
+        assert min(gaps) >= 0.1 - 1e-9, gaps  # one every 0.1 s across both
+        assert most_in_window(taken, 1.0) <= 10
+    finally:
+        for e in engines:
+            await e.dispose()
+
+
+@pytest.mark.postgres
+async def test_a_permit_is_all_or_nothing(pg_cluster: Cluster) -> None:
+    url = await pg_cluster.create_database()
+    engine = create_async_engine(url)
+    try:
+        await create_table(engine)
+        async with engine.begin() as conn:
+            assert await take_one(conn, [PaceWant("campaign:c", 60.0)], 1000.0) is None
+        both = [PaceWant("service:s", 1.0), PaceWant("campaign:c", 60.0)]
+        async with engine.begin() as conn:
+            assert await take_one(conn, both, 1001.0) == pytest.approx(1060.0)
+        # the refused permit left the service's pace untouched
+        async with engine.begin() as conn:
+            assert await take_one(conn, [PaceWant("service:s", 1.0)], 1001.0) is None
+            assert await take_one(conn, [PaceWant("service:s", 1.0)], 1001.5) == pytest.approx(
+                1002.0
+            )
+    finally:
+        await engine.dispose()
+
+
+async def take_one(conn: object, wants: list[PaceWant], now: float) -> float | None:
+    return await take(conn, wants, now, decide)  # type: ignore[arg-type]
