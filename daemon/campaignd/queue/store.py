@@ -800,11 +800,21 @@ class Store:
     # ------------------------------------------------------------ heartbeats
 
     @_patient()
-    async def heartbeat(self, worker: str, *, now: Time | None = None) -> None:
+    async def heartbeat(
+        self, worker: str, *, now: Time | None = None, lease: float | None = None
+    ) -> None:
         """This daemon (``host:pid``, its ``claimed_by``) is alive. Call every ~10 s, before
-        the first claim and then for as long as it runs; ``keep_alive`` does it."""
+        the first claim and then for as long as it runs; ``keep_alive`` does it. With ``lease``
+        the claims it holds are renewed to ``now + lease`` in the same transaction, so a short
+        claim lease does not run out under a batch that waits for its limits."""
         t = self.clock() if now is None else epoch(now)
         async with self._tx() as conn:
+            if lease is not None:
+                await conn.execute(
+                    sa.update(m)
+                    .where(m.c.status == "sending", m.c.claimed_by == worker)
+                    .values(claimed_until=t + lease)
+                )
             stmt = insert(conn, daemons).values(worker=worker, started_at=t, heartbeat_at=t)
             await conn.execute(
                 stmt.on_conflict_do_update(
@@ -855,13 +865,19 @@ class Store:
             await conn.execute(sa.delete(daemons).where(daemons.c.worker == worker))
 
     async def keep_alive(
-        self, worker: str, *, every: float = 10.0, stale_after: float = HEARTBEAT_TIMEOUT
+        self,
+        worker: str,
+        *,
+        every: float = 10.0,
+        stale_after: float = HEARTBEAT_TIMEOUT,
+        lease: float | None = None,
     ) -> None:
         """Run for the daemon's life (under its supervisor): heartbeat every ``every`` seconds
-        and settle the claims of daemons that stopped theirs. Raises ``StoreUnavailable`` if
-        the database stays away longer than ``retry_for``; the supervisor restarts it."""
+        (renewing its claims to ``lease`` if given) and settle the claims of daemons that
+        stopped theirs. Raises ``StoreUnavailable`` if the database stays away longer than
+        ``retry_for``; the supervisor restarts it."""
         while not self._closing:
-            await self.heartbeat(worker)
+            await self.heartbeat(worker, lease=lease)
             await self.release_dead(worker, stale_after=stale_after)
             await asyncio.sleep(every)
 

@@ -352,3 +352,17 @@ async def test_a_daemon_taken_for_dead_cannot_start_what_it_no_longer_holds(
     assert row is not None and (row.status, row.service, row.claimed_by) == (
         "sending", "relay", "host-b:2",
     )  # fmt: skip
+
+
+async def test_heartbeat_renews_the_claims_of_a_live_daemon(store: Store) -> None:
+    await seed(store, n=3)
+    mine = await store.claim(worker="host-a:1", now=T0, lease=60, limit=2, campaign_ids=["launch"])
+    other = await store.claim(worker="host-b:2", now=T0, lease=60, limit=1, campaign_ids=["launch"])
+    await store.heartbeat("host-a:1", now=T0 + 50, lease=60)
+    # host-b did not renew: only its claim has run out at T0 + 100.
+    assert await store.reclaim_expired(now=T0 + 100) == 0  # unstarted: back to the queue
+    rows = {r.id: r for r in await store.messages_page("launch")}
+    assert [rows[c.id].status for c in mine] == ["sending", "sending"]
+    assert rows[other[0].id].status == "queued"
+    assert await store.reclaim_expired(now=T0 + 111) == 0
+    assert (await store.counts("launch")).counts["queued"] == 3
