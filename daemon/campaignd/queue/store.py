@@ -41,7 +41,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..errors import StoreError
-from . import faults, feedback, history, hot, leases, outcomes, reports, states
+from . import faults, feedback, history, hot, hot_pg, leases, outcomes, reports, states
 from .batcher import BatchStats, GroupCommit
 from .database import (
     BUSY_TIMEOUT_MS,
@@ -673,6 +673,16 @@ class Store:
     ) -> None:
         done = [i for i in items if isinstance(i, Outcome)]
         starts = [i for i in items if not isinstance(i, Outcome)]
+        if self.dialect == "postgresql":
+            try:
+                async with self._tx() as conn:
+                    if done:
+                        await hot_pg.record(conn, done, day=self._day)
+                    if starts:
+                        await hot_pg.start(conn, starts, now=self.clock())
+                return
+            except hot.Recheck:
+                pass  # rolled back: the careful path below names what was refused
         async with self._tx() as conn:
             if done:
                 await outcomes.apply_outcomes(conn, done, day_zone=self.day_zone)
