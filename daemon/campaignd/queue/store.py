@@ -262,8 +262,9 @@ class Store:
         return self._sa_health_since
 
     async def check(self) -> str:
-        """Probe the database now (one read; on SQLite also a write transaction, through the
-        writer, so a full disk shows) and return ``health``."""
+        """Probe the database now with one read and return ``health``. A read cannot see a
+        full disk: that shows (and clears) through the writes themselves, which the delivery
+        loop makes continuously while it has work."""
         try:
             async with self._read() as conn:
                 await conn.execute(sa.select(sa.literal(1)))

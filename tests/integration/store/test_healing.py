@@ -22,7 +22,7 @@ import asyncpg
 import pytest
 
 from campaignd.queue.states import ClaimLost, TransitionError
-from campaignd.queue.store import Outcome, Store
+from campaignd.queue.store import Outcome, Store, StoreUnavailable
 
 from .factory import T0, OpenStore, seed
 from .postgres import Cluster
@@ -366,3 +366,24 @@ async def test_heartbeat_renews_the_claims_of_a_live_daemon(store: Store) -> Non
     assert rows[other[0].id].status == "queued"
     assert await store.reclaim_expired(now=T0 + 111) == 0
     assert (await store.counts("launch")).counts["queued"] == 3
+
+
+@pytest.mark.postgres
+async def test_check_reports_an_unreachable_server_and_recovers(
+    pg_cluster: Cluster, tmp_path: Path
+) -> None:
+    store = await Store.open(await pg_cluster.create_database(), root=tmp_path, retry_for=0.5)
+    try:
+        assert await store.check() == "ok"
+        await asyncio.to_thread(pg_cluster.stop)
+        try:
+            assert (await store.check()).startswith("database unreachable: ")
+            assert not store.healthy
+            with pytest.raises(StoreUnavailable, match="database unreachable"):
+                await store.counts("launch")
+        finally:
+            await asyncio.to_thread(pg_cluster.start)
+        assert await store.check() == "ok" and store.healthy
+        assert (await store.counts("launch")).counts["sent"] == 0
+    finally:
+        await store.close()
