@@ -11,7 +11,7 @@ first and names the refused transition.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date
 from typing import Any
 
@@ -42,9 +42,11 @@ UPDATE messages AS m SET status = o.status,
     bounced_at = coalesce(o.bounced, m.bounced_at),
     claimed_by = NULL, claimed_until = NULL, updated_at = o.at
 FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::text[],
-            $8::float8[], $9::float8[], $10::float8[], $11::float8[])
-     AS o(id, status, service, message_id, error, code, enhanced, next, sent, bounced, at)
+            $8::float8[], $9::float8[], $10::float8[], $11::float8[], $12::text[])
+     AS o(id, status, service, message_id, error, code, enhanced, next, sent, bounced, at,
+          worker)
 WHERE m.id = o.id AND ({_guard("m.status", "o.status")})
+  AND (o.worker IS NULL OR m.claimed_by = o.worker)
 RETURNING m.id, m.campaign_id, m.recipient
 """
 EVENTS = """
@@ -71,7 +73,13 @@ RETURNING m.id
 """
 
 
-async def record(conn: AsyncConnection, outcomes: Sequence[Outcome], *, day: DayCache) -> None:
+async def record(
+    conn: AsyncConnection,
+    outcomes: Sequence[Outcome],
+    *,
+    day: DayCache,
+    owners: Mapping[int, str],
+) -> None:
     # Rows in id order: the same order on every path, so two daemons' writers cannot deadlock.
     ordered = sorted(outcomes, key=lambda o: o.id)
     if len({o.id for o in ordered}) != len(ordered) or any(
@@ -90,6 +98,7 @@ async def record(conn: AsyncConnection, outcomes: Sequence[Outcome], *, day: Day
         [o.at if o.status == "sent" else None for o in ordered],
         [o.at if o.status == "bounced" else None for o in ordered],
         [o.at for o in ordered],
+        [owners.get(o.id) for o in ordered],
     )
     result = await conn.exec_driver_sql(OUTCOME, columns)
     rows: Sequence[Any] = result.all()

@@ -107,6 +107,10 @@ database is back or the store closes."""
 HEARTBEAT_TIMEOUT = 30.0
 """A daemon whose heartbeat is older than this is taken for dead (heartbeat every ~10 s)."""
 ENQUEUE_STATUSES = states.targets("enqueue")
+_Done = tuple[Outcome, str | None]
+"""An outcome and the worker that claimed its message (None: not claimed through this store)."""
+_Start = tuple[int, str, str | None]
+"""A start: message, service, the worker that claimed it."""
 
 
 def _batches(items: Iterable[T], size: int) -> Iterable[list[T]]:
@@ -176,9 +180,9 @@ class Store:
         # Starts and outcomes share one writer: a transaction commits the outcomes of the
         # messages just sent and the starts of the next ones together (half the commits).
         self._claimed: dict[int, str] = {}
-        """Claimed, not yet started: message → the worker that claimed it, so ``start`` sends
-        only rows still held by that worker (see ``release_dead``)."""
-        self._outcomes: GroupCommit[Outcome | tuple[int, str, str | None]] = GroupCommit(
+        """Claimed, not yet settled: message → the worker that claimed it, so ``start`` and
+        outcomes touch only rows still held by that worker (see ``release_dead``)."""
+        self._outcomes: GroupCommit[_Done | _Start] = GroupCommit(
             self._commit_outcomes, transient=faults.transient, on_fault=self._fault
         )
         # SQLite's hot path (claim, start, outcomes, release, enqueue) bypasses SQLAlchemy: one
@@ -645,7 +649,7 @@ class Store:
         """Mark a claimed row as entering its SMTP transaction; returns once committed (group
         commit, like ``record``). Until then a crash hands the row back instead of making it
         ``uncertain`` — so at most the messages really in flight can be uncertain."""
-        item = (message, service, self._claimed.pop(message, None))
+        item = (message, service, self._claimed.get(message))
         if self._hot is not None:
             await self._hot.run(partial(hot.start, items=[item], now=self.clock()), counted=1)
             return
@@ -654,31 +658,33 @@ class Store:
     async def record(self, outcomes_: Sequence[Outcome]) -> None:
         """Apply outcomes; returns once they are committed. Concurrent calls share one
         transaction (group commit), each still waiting for its own outcomes."""
+        owners: dict[int, str] = {}
         if self._claimed:
             for o in outcomes_:
-                self._claimed.pop(o.id, None)
+                if (worker := self._claimed.pop(o.id, None)) is not None:
+                    owners[o.id] = worker
         if self._hot is not None:
             if outcomes_:
-                job = partial(hot.record, outcomes=list(outcomes_), day=self._day)
+                job = partial(hot.record, outcomes=list(outcomes_), day=self._day, owners=owners)
                 await self._hot.run(job, counted=len(outcomes_))
             return
-        await self._outcomes.submit(list(outcomes_))
+        await self._outcomes.submit([(o, owners.get(o.id)) for o in outcomes_])
 
     @property
     def commit_stats(self) -> BatchStats:
         """Group-commit counters of starts and outcomes: requests, items, transactions, largest."""
         return self._hot.stats if self._hot is not None else self._outcomes.stats
 
-    async def _commit_outcomes(
-        self, items: Sequence[Outcome | tuple[int, str, str | None]]
-    ) -> None:
-        done = [i for i in items if isinstance(i, Outcome)]
-        starts = [i for i in items if not isinstance(i, Outcome)]
+    async def _commit_outcomes(self, items: Sequence[_Done | _Start]) -> None:
+        pairs = [i for i in items if len(i) == 2]
+        starts = [i for i in items if len(i) == 3]
+        done = [o for o, _ in pairs]
+        owners = {o.id: w for o, w in pairs if w is not None}
         if self.dialect == "postgresql":
             try:
                 async with self._tx() as conn:
                     if done:
-                        await hot_pg.record(conn, done, day=self._day)
+                        await hot_pg.record(conn, done, day=self._day, owners=owners)
                     if starts:
                         await hot_pg.start(conn, starts, now=self.clock())
                 return
@@ -686,7 +692,7 @@ class Store:
                 pass  # rolled back: the careful path below names what was refused
         async with self._tx() as conn:
             if done:
-                await outcomes.apply_outcomes(conn, done, day_zone=self.day_zone)
+                await outcomes.apply_outcomes(conn, done, day_zone=self.day_zone, owners=owners)
             if starts:
                 await leases.start(conn, starts, now=self.clock())
 

@@ -348,6 +348,11 @@ async def test_a_daemon_taken_for_dead_cannot_start_what_it_no_longer_holds(
     with pytest.raises(ClaimLost, match="held by host-b:2, not host-a:1"):
         await slow.start(b.id, "relay")
     await survivor.start(b.id, "relay")
+    # Nor may its outcome (here the "internal error → try later" a worker records when a
+    # send fails oddly) land on the row the survivor is sending now.
+    late = Outcome(id=b.id, status="deferred", at=T0 + 42, next_attempt_at=T0 + 99, error="x")
+    with pytest.raises(ClaimLost, match="held by host-b:2, not host-a:1"):
+        await slow.record([late])
     row = await survivor.get_message(b.id)
     assert row is not None and (row.status, row.service, row.claimed_by) == (
         "sending", "relay", "host-b:2",
