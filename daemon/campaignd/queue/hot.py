@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta, tzinfo
 
 from . import states
@@ -93,7 +93,7 @@ UPDATE messages SET status = :status,
     next_attempt_at = :next, sent_at = coalesce(:sent, sent_at),
     bounced_at = coalesce(:bounced, bounced_at),
     claimed_by = NULL, claimed_until = NULL, updated_at = :at
-WHERE id = :id AND ({_outcome_guard()})
+WHERE id = :id AND ({_outcome_guard()}) AND (:worker IS NULL OR claimed_by = :worker)
 """
 OUTCOME_UNCHECKED = OUTCOME.partition(" AND (")[0]
 """For a status outside the schema (only past ``Outcome``'s validation): the CHECK constraint
@@ -241,15 +241,27 @@ class DayCache:
 
 
 def record(
-    conn: sqlite3.Connection, careful: bool, *, outcomes: Sequence[Outcome], day: DayCache
+    conn: sqlite3.Connection,
+    careful: bool,
+    *,
+    outcomes: Sequence[Outcome],
+    day: DayCache,
+    owners: Mapping[int, str],
 ) -> None:
+    """``owners``: the worker that claimed each message, where known — an outcome for a row
+    another worker holds now is refused (``ClaimLost``), never written over its send."""
     # Rows in id order: the same order on every path, so concurrent writers cannot deadlock.
     ordered = sorted(outcomes, key=lambda o: o.id)
     if careful:
-        found = _statuses(conn, [o.id for o in ordered])
+        rows = conn.execute(HOLDERS, (_ids([o.id for o in ordered]),)).fetchall()
+        found = {i: status for i, status, _ in rows}
+        holder = {i: by for i, _, by in rows}
         for o in ordered:
             if o.id in found and o.status in MESSAGE_STATUSES:
                 states.check("outcome", found[o.id], o.status, message=o.id)
+            worker = owners.get(o.id)
+            if worker is not None and o.id in holder and holder[o.id] != worker:
+                raise states.ClaimLost(o.id, worker, holder[o.id])
         gone = [o.id for o in ordered if o.id not in found]
         if gone:
             # Deleted while in flight (a stopped campaign cleaned up): nothing to record on.
@@ -271,6 +283,7 @@ def record(
             "detail": o.error or o.reason,
             "source": o.source or o.service or "dispatcher",
             "reason": o.reason or o.error or o.status,
+            "worker": owners.get(o.id),
         }
         for o in ordered
     ]

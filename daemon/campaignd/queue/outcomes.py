@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, tzinfo
 from typing import Any
 
@@ -55,8 +55,14 @@ def day_of(at: float, zone: tzinfo) -> date:
 
 
 async def apply_outcomes(
-    conn: AsyncConnection, outcomes: Sequence[Outcome], *, day_zone: tzinfo
+    conn: AsyncConnection,
+    outcomes: Sequence[Outcome],
+    *,
+    day_zone: tzinfo,
+    owners: Mapping[int, str] | None = None,
 ) -> None:
+    """``owners``: the worker that claimed each message, where known; an outcome for a row
+    another worker holds now raises ``ClaimLost``."""
     # Rows are touched in id order so two daemons' writers cannot deadlock on PostgreSQL.
     ordered = sorted(outcomes, key=lambda o: o.id)
     ids = sorted({o.id for o in ordered})
@@ -64,13 +70,16 @@ async def apply_outcomes(
     status: dict[int, str] = {}
     for part in chunks(ids):
         rows = await conn.execute(
-            sa.select(m.c.id, m.c.campaign_id, m.c.recipient, m.c.status)
+            sa.select(m.c.id, m.c.campaign_id, m.c.recipient, m.c.status, m.c.claimed_by)
             .where(m.c.id.in_(part))
             .with_for_update()
         )
         for row in rows:
             known[row.id] = (row.campaign_id, row.recipient)
             status[row.id] = row.status
+            worker = (owners or {}).get(row.id)
+            if worker is not None and row.claimed_by != worker:
+                raise states.ClaimLost(row.id, worker, row.claimed_by)
     for o in ordered:
         # A status outside the schema (only reachable past Outcome's validation) is left to
         # the database's CHECK constraint, which names it.

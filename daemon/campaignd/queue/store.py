@@ -41,7 +41,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..errors import StoreError
-from . import faults, feedback, history, hot, leases, outcomes, reports, states
+from . import faults, feedback, history, hot, hot_pg, leases, outcomes, reports, states
 from .batcher import BatchStats, GroupCommit
 from .database import (
     BUSY_TIMEOUT_MS,
@@ -107,6 +107,10 @@ database is back or the store closes."""
 HEARTBEAT_TIMEOUT = 30.0
 """A daemon whose heartbeat is older than this is taken for dead (heartbeat every ~10 s)."""
 ENQUEUE_STATUSES = states.targets("enqueue")
+_Done = tuple[Outcome, str | None]
+"""An outcome and the worker that claimed its message (None: not claimed through this store)."""
+_Start = tuple[int, str, str | None]
+"""A start: message, service, the worker that claimed it."""
 
 
 def _batches(items: Iterable[T], size: int) -> Iterable[list[T]]:
@@ -176,9 +180,9 @@ class Store:
         # Starts and outcomes share one writer: a transaction commits the outcomes of the
         # messages just sent and the starts of the next ones together (half the commits).
         self._claimed: dict[int, str] = {}
-        """Claimed, not yet started: message → the worker that claimed it, so ``start`` sends
-        only rows still held by that worker (see ``release_dead``)."""
-        self._outcomes: GroupCommit[Outcome | tuple[int, str, str | None]] = GroupCommit(
+        """Claimed, not yet settled: message → the worker that claimed it, so ``start`` and
+        outcomes touch only rows still held by that worker (see ``release_dead``)."""
+        self._outcomes: GroupCommit[_Done | _Start] = GroupCommit(
             self._commit_outcomes, transient=faults.transient, on_fault=self._fault
         )
         # SQLite's hot path (claim, start, outcomes, release, enqueue) bypasses SQLAlchemy: one
@@ -262,8 +266,9 @@ class Store:
         return self._sa_health_since
 
     async def check(self) -> str:
-        """Probe the database now (one read; on SQLite also a write transaction, through the
-        writer, so a full disk shows) and return ``health``."""
+        """Probe the database now with one read and return ``health``. A read cannot see a
+        full disk: that shows (and clears) through the writes themselves, which the delivery
+        loop makes continuously while it has work."""
         try:
             async with self._read() as conn:
                 await conn.execute(sa.select(sa.literal(1)))
@@ -644,7 +649,7 @@ class Store:
         """Mark a claimed row as entering its SMTP transaction; returns once committed (group
         commit, like ``record``). Until then a crash hands the row back instead of making it
         ``uncertain`` — so at most the messages really in flight can be uncertain."""
-        item = (message, service, self._claimed.pop(message, None))
+        item = (message, service, self._claimed.get(message))
         if self._hot is not None:
             await self._hot.run(partial(hot.start, items=[item], now=self.clock()), counted=1)
             return
@@ -653,29 +658,41 @@ class Store:
     async def record(self, outcomes_: Sequence[Outcome]) -> None:
         """Apply outcomes; returns once they are committed. Concurrent calls share one
         transaction (group commit), each still waiting for its own outcomes."""
+        owners: dict[int, str] = {}
         if self._claimed:
             for o in outcomes_:
-                self._claimed.pop(o.id, None)
+                if (worker := self._claimed.pop(o.id, None)) is not None:
+                    owners[o.id] = worker
         if self._hot is not None:
             if outcomes_:
-                job = partial(hot.record, outcomes=list(outcomes_), day=self._day)
+                job = partial(hot.record, outcomes=list(outcomes_), day=self._day, owners=owners)
                 await self._hot.run(job, counted=len(outcomes_))
             return
-        await self._outcomes.submit(list(outcomes_))
+        await self._outcomes.submit([(o, owners.get(o.id)) for o in outcomes_])
 
     @property
     def commit_stats(self) -> BatchStats:
         """Group-commit counters of starts and outcomes: requests, items, transactions, largest."""
         return self._hot.stats if self._hot is not None else self._outcomes.stats
 
-    async def _commit_outcomes(
-        self, items: Sequence[Outcome | tuple[int, str, str | None]]
-    ) -> None:
-        done = [i for i in items if isinstance(i, Outcome)]
-        starts = [i for i in items if not isinstance(i, Outcome)]
+    async def _commit_outcomes(self, items: Sequence[_Done | _Start]) -> None:
+        pairs = [i for i in items if len(i) == 2]
+        starts = [i for i in items if len(i) == 3]
+        done = [o for o, _ in pairs]
+        owners = {o.id: w for o, w in pairs if w is not None}
+        if self.dialect == "postgresql":
+            try:
+                async with self._tx() as conn:
+                    if done:
+                        await hot_pg.record(conn, done, day=self._day, owners=owners)
+                    if starts:
+                        await hot_pg.start(conn, starts, now=self.clock())
+                return
+            except hot.Recheck:
+                pass  # rolled back: the careful path below names what was refused
         async with self._tx() as conn:
             if done:
-                await outcomes.apply_outcomes(conn, done, day_zone=self.day_zone)
+                await outcomes.apply_outcomes(conn, done, day_zone=self.day_zone, owners=owners)
             if starts:
                 await leases.start(conn, starts, now=self.clock())
 
@@ -800,11 +817,21 @@ class Store:
     # ------------------------------------------------------------ heartbeats
 
     @_patient()
-    async def heartbeat(self, worker: str, *, now: Time | None = None) -> None:
+    async def heartbeat(
+        self, worker: str, *, now: Time | None = None, lease: float | None = None
+    ) -> None:
         """This daemon (``host:pid``, its ``claimed_by``) is alive. Call every ~10 s, before
-        the first claim and then for as long as it runs; ``keep_alive`` does it."""
+        the first claim and then for as long as it runs; ``keep_alive`` does it. With ``lease``
+        the claims it holds are renewed to ``now + lease`` in the same transaction, so a short
+        claim lease does not run out under a batch that waits for its limits."""
         t = self.clock() if now is None else epoch(now)
         async with self._tx() as conn:
+            if lease is not None:
+                await conn.execute(
+                    sa.update(m)
+                    .where(m.c.status == "sending", m.c.claimed_by == worker)
+                    .values(claimed_until=t + lease)
+                )
             stmt = insert(conn, daemons).values(worker=worker, started_at=t, heartbeat_at=t)
             await conn.execute(
                 stmt.on_conflict_do_update(
@@ -855,13 +882,19 @@ class Store:
             await conn.execute(sa.delete(daemons).where(daemons.c.worker == worker))
 
     async def keep_alive(
-        self, worker: str, *, every: float = 10.0, stale_after: float = HEARTBEAT_TIMEOUT
+        self,
+        worker: str,
+        *,
+        every: float = 10.0,
+        stale_after: float = HEARTBEAT_TIMEOUT,
+        lease: float | None = None,
     ) -> None:
         """Run for the daemon's life (under its supervisor): heartbeat every ``every`` seconds
-        and settle the claims of daemons that stopped theirs. Raises ``StoreUnavailable`` if
-        the database stays away longer than ``retry_for``; the supervisor restarts it."""
+        (renewing its claims to ``lease`` if given) and settle the claims of daemons that
+        stopped theirs. Raises ``StoreUnavailable`` if the database stays away longer than
+        ``retry_for``; the supervisor restarts it."""
         while not self._closing:
-            await self.heartbeat(worker)
+            await self.heartbeat(worker, lease=lease)
             await self.release_dead(worker, stale_after=stale_after)
             await asyncio.sleep(every)
 

@@ -22,7 +22,7 @@ import asyncpg
 import pytest
 
 from campaignd.queue.states import ClaimLost, TransitionError
-from campaignd.queue.store import Outcome, Store
+from campaignd.queue.store import Outcome, Store, StoreUnavailable
 from tests.suites import not_run
 
 from .factory import T0, OpenStore, seed
@@ -347,7 +347,47 @@ async def test_a_daemon_taken_for_dead_cannot_start_what_it_no_longer_holds(
     with pytest.raises(ClaimLost, match="held by host-b:2, not host-a:1"):
         await slow.start(b.id, "relay")
     await survivor.start(b.id, "relay")
+    # Nor may its outcome (here the "internal error → try later" a worker records when a
+    # send fails oddly) land on the row the survivor is sending now.
+    late = Outcome(id=b.id, status="deferred", at=T0 + 42, next_attempt_at=T0 + 99, error="x")
+    with pytest.raises(ClaimLost, match="held by host-b:2, not host-a:1"):
+        await slow.record([late])
     row = await survivor.get_message(b.id)
     assert row is not None and (row.status, row.service, row.claimed_by) == (
         "sending", "relay", "host-b:2",
     )  # fmt: skip
+
+
+async def test_heartbeat_renews_the_claims_of_a_live_daemon(store: Store) -> None:
+    await seed(store, n=3)
+    mine = await store.claim(worker="host-a:1", now=T0, lease=60, limit=2, campaign_ids=["launch"])
+    other = await store.claim(worker="host-b:2", now=T0, lease=60, limit=1, campaign_ids=["launch"])
+    await store.heartbeat("host-a:1", now=T0 + 50, lease=60)
+    # host-b did not renew: only its claim has run out at T0 + 100.
+    assert await store.reclaim_expired(now=T0 + 100) == 0  # unstarted: back to the queue
+    rows = {r.id: r for r in await store.messages_page("launch")}
+    assert [rows[c.id].status for c in mine] == ["sending", "sending"]
+    assert rows[other[0].id].status == "queued"
+    assert await store.reclaim_expired(now=T0 + 111) == 0
+    assert (await store.counts("launch")).counts["queued"] == 3
+
+
+@pytest.mark.postgres
+async def test_check_reports_an_unreachable_server_and_recovers(
+    pg_cluster: Cluster, tmp_path: Path
+) -> None:
+    store = await Store.open(await pg_cluster.create_database(), root=tmp_path, retry_for=0.5)
+    try:
+        assert await store.check() == "ok"
+        await asyncio.to_thread(pg_cluster.stop)
+        try:
+            assert (await store.check()).startswith("database unreachable: ")
+            assert not store.healthy
+            with pytest.raises(StoreUnavailable, match="database unreachable"):
+                await store.counts("launch")
+        finally:
+            await asyncio.to_thread(pg_cluster.start)
+        assert await store.check() == "ok" and store.healthy
+        assert (await store.counts("launch")).counts["sent"] == 0
+    finally:
+        await store.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from campaignd.queue.states import TransitionError
@@ -64,3 +66,45 @@ async def test_feedback_may_not_bounce_a_row_still_in_flight(store: Store) -> No
     assert await store.add_event(ev) is True
     row = await store.get_message(mid)
     assert row is not None and row.status == "bounced"
+
+
+async def test_ordinary_outcomes_never_take_the_careful_path(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fast path (fixed SQL, row counts checked) must carry every ordinary start and
+    outcome; the careful one (rows read first) is for refusals only."""
+    from campaignd.queue import hot, leases, outcomes
+
+    def careful(*_: object, **__: object) -> None:
+        raise AssertionError("the careful path ran for an ordinary group")
+
+    monkeypatch.setattr(outcomes, "apply_outcomes", careful)
+    monkeypatch.setattr(leases, "start", careful)
+    monkeypatch.setattr(hot, "_statuses", careful)
+    monkeypatch.setattr(hot, "HOLDERS", "SELECT nothing")  # careful start on SQLite
+    await seed(store, n=6)
+    got = await _claim(store, 6)
+    await asyncio.gather(*(store.start(i, "relay") for i in got))
+    await asyncio.gather(
+        store.record([Outcome(id=got[0], status="sent", service="relay", at=T0)]),
+        store.record(
+            [
+                Outcome(id=got[1], status="bounced", service="relay", at=T0, code=550,
+                        enhanced="5.1.1", suppress=True, error="550 5.1.1 no such user"),
+                Outcome(id=got[2], status="deferred", service="relay", at=T0,
+                        next_attempt_at=T0 + 600, code=451),
+                Outcome(id=got[3], status="failed", service="relay", at=T0, code=554),
+                Outcome(id=got[4], status="skipped", at=T0, reason="unless: opened"),
+                Outcome(id=got[5], status="suppressed", at=T0),
+            ]
+        ),
+    )  # fmt: skip
+    counts = (await store.counts("launch")).counts
+    assert {k: v for k, v in counts.items() if v} == {
+        "sent": 1, "bounced": 1, "deferred": 1, "failed": 1, "skipped": 1, "suppressed": 1,
+    }  # fmt: skip
+    bounced = await store.get_message(got[1])
+    assert bounced is not None and bounced.bounced_at == T0
+    assert await store.suppressed([bounced.recipient]) == {bounced.recipient}
+    day = await store.first_send_day("relay")
+    assert day is not None and await store.sent_on_day("relay", day) == 1
