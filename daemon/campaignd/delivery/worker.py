@@ -15,10 +15,11 @@ from collections import defaultdict
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Protocol
 
 from ..config.model import Campaign, Config, Service
-from ..errors import RenderError
+from ..errors import NotCompliant, RenderCutOff, RenderError, TemplateError
 from ..plan.windows import in_window, next_window_open, window_zone
 from ..queue.store import Claimed, Outcome
 from ..render.compose import Composer, address_of, sender_of
@@ -31,6 +32,7 @@ from .classify import Reply
 from .conditions import Conditions, park_until
 from .dkim import signer_for as dkim_signer_for
 from .limits import Limiter
+from .offloop import RenderThread
 from .retry import next_retry
 from .smtp import ConnectionFailed, Envelope, Transport
 
@@ -41,6 +43,8 @@ log = logging.getLogger("campaignd.delivery")
 MAX_HOLD = 5.0
 CLAIM_LEASE = 600.0
 AUTO_PAUSE_AFTER = 50
+HOLD_AFTER_TEMPLATE_FAULTS = 3
+"""Messages in a row whose template, not recipient, failed them (cut off, not compliant)."""
 
 
 class Store(Protocol):
@@ -68,6 +72,7 @@ class CampaignRun:
 
     consecutive_failures: int = 0
     last_failure: str = ""
+    template_faults: int = 0
 
 
 @dataclass
@@ -86,6 +91,7 @@ class Dispatcher:
     active: set[str] = field(default_factory=set)
     conditions: Conditions = field(default_factory=Conditions)
     stats: DeliveryStats = field(default_factory=DeliveryStats)
+    renderer: RenderThread = field(default_factory=RenderThread)
 
     def __post_init__(self) -> None:
         self._wake = asyncio.Event()
@@ -325,24 +331,41 @@ class Dispatcher:
         now = self.clock()
         campaign = self.config.campaigns.get(msg.campaign_id)
         service = self.config.services.get(sid)
-        if campaign is None or service is None or msg.template not in self.config.templates:
+        template = self.config.template_of(msg.campaign_id, msg.template)
+        if campaign is None or service is None or template is None:
             what = "campaign" if campaign is None else "service" if service is None else "template"
             await self.store.release([msg.id], next_attempt_at=now + 60)
             log.warning("message %s waits: its %s is no longer configured", msg.id, what)
             return None
+        composer = self.composer
         try:
-            rendered = self.composer.compose(
-                campaign_id=msg.campaign_id,
-                step=msg.step,
-                template_id=msg.template,
-                service_id=sid,
-                recipient_key=msg.recipient,
-                fields=msg.fields,
-                to_address=msg.email,
-                send_time=datetime.fromtimestamp(now, UTC),
+            rendered = await self.renderer.run(
+                partial(
+                    composer.compose,
+                    campaign_id=msg.campaign_id,
+                    step=msg.step,
+                    template_id=msg.template,
+                    service_id=sid,
+                    recipient_key=msg.recipient,
+                    fields=msg.fields,
+                    to_address=msg.email,
+                    send_time=datetime.fromtimestamp(now, UTC),
+                ),
+                what=f"template {msg.template}",
             )
-        except RenderError as exc:
+        except (RenderCutOff, NotCompliant) as exc:
+            self._template_fault(msg, str(exc))
             return _final(msg, "failed", now, str(exc), service=sid)
+        except RenderError as exc:
+            self.runs[msg.campaign_id].template_faults = 0
+            return _final(msg, "failed", now, str(exc), service=sid)
+        except TemplateError as exc:
+            # The template cannot be compiled for this campaign (load should have said so):
+            # nothing of it can go out; keep the message and hold the campaign, no traceback.
+            await self.store.release([msg.id], next_attempt_at=now + 60)
+            self._hold(msg.campaign_id, f"auto-paused: {exc} — fix the template, then resume")
+            return None
+        self.runs[msg.campaign_id].template_faults = 0
         data = rendered.data
         if service.dkim is not None:
             try:
@@ -427,6 +450,26 @@ class Dispatcher:
             id=msg.id, status="deferred", service=sid, at=now, code=code, enhanced=enhanced,
             error=error, next_attempt_at=at,
         )  # fmt: skip
+
+    def _template_fault(self, msg: Claimed, reason: str) -> None:
+        run = self.runs[msg.campaign_id]
+        run.template_faults += 1
+        log.error("campaign %s: message %s not sent: %s", msg.campaign_id, msg.id, reason)
+        if run.template_faults >= HOLD_AFTER_TEMPLATE_FAULTS:
+            run.template_faults = 0
+            self._hold(
+                msg.campaign_id,
+                f"auto-paused: {HOLD_AFTER_TEMPLATE_FAULTS} messages in a row failed by their "
+                f"template; last: {reason} — fix the template, then resume",
+            )
+
+    def _hold(self, campaign_id: str, reason: str) -> None:
+        if campaign_id not in self.active:
+            return  # already held (other in-flight messages of it report the same)
+        log.error("campaign %s %s", campaign_id, reason)
+        self.active.discard(campaign_id)
+        if self.on_auto_pause is not None:
+            self.on_auto_pause(campaign_id, reason)
 
     def _track(self, msg: Claimed, outcome: Outcome) -> None:
         """Auto-pause a campaign whose messages keep failing permanently (listmonk's OnError)."""

@@ -30,6 +30,7 @@ from ..config.load import (
     LoadResult,
     config_changes,
     config_stamps,
+    kept_campaigns,
     load_root,
     merge_last_good,
     restart_needed,
@@ -192,7 +193,7 @@ class Daemon:
                 # In-flight sessions finish on the old pool; it closes when they are done.
                 asyncio.create_task(t.close(), name=f"close-{sid}")  # noqa: RUF006
         self.config = config
-        self.problems = result.problems
+        self.problems = result.problems + kept_campaigns(previous, result)
         self.loaded_at = time.time()
         if self.dispatcher:
             self.dispatcher.composer = Composer(config, self.dispatcher.composer.signer)
