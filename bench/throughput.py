@@ -81,7 +81,7 @@ def write_root(root: Path, smtp_port: int, messages: int, connections: int) -> N
         "text: |\n  Hi {{ first_name }},\n\n  "
         + "A line of ordinary newsletter text. "
         * 20
-        + "\n\n  Unsubscribe: {{ unsubscribe_url }}\n"
+        + "\n\n  Unsubscribe: {{ unsubscribe_url }} · {{ postal_address }}\n"
         "html: |\n  <p>Hi {{ first_name }},</p><p>"
         + "A line of ordinary newsletter text. " * 20
         + '</p><p><a href="{{ unsubscribe_url }}">Unsubscribe</a></p>\n'

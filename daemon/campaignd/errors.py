@@ -33,6 +33,16 @@ class RenderError(CampaigndError, ValueError):
         self.field = field
 
 
+class RenderCutOff(RenderError):
+    """Rendering ran past its time, size or loop budget: the template is at fault, not the
+    recipient, so the same will happen to the next message of that template."""
+
+
+class NotCompliant(RenderError):
+    """A rendered marketing message lacks its unsubscribe link or the postal address: it is
+    never sent (the load-time check missed a template that hides them behind a condition)."""
+
+
 class TemplateError(ConfigError):
     """A template is invalid as a whole (syntax, sandbox escape, size)."""
 

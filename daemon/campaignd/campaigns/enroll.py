@@ -123,7 +123,7 @@ async def enroll(
             history=bridge,
             suppressions=bridge,
             now=now,
-            required_fields=required_fields(config, campaign),
+            required_fields=required_fields(config, campaign, campaign_id),
         )
         batch: list[Recipient] = []
         for recipient in audience:

@@ -80,6 +80,9 @@ class LoadResult:
         default_factory=lambda: {"service": set(), "template": set(), "campaign": set()}
     )
     settings_broken: bool = False
+    refused: dict[str, Campaign] = field(default_factory=dict)
+    """Campaigns whose files are valid but whose mail would not be compliant (no unsubscribe
+    link, no postal address): never run, but ``campaignctl lint`` still explains them."""
 
     @property
     def errors(self) -> list[Problem]:
@@ -402,6 +405,11 @@ def load_root(
     )
     check = check_config(config, result.broken, locations, rel=reader.rel)
     reader.problems.extend(check.problems)
+    result.refused = {
+        oid: objects["campaign"][oid]
+        for oid in sorted(check.noncompliant)
+        if oid in objects["campaign"]
+    }
     for kind, ids in check.invalid.items():
         for oid in ids:
             objects[kind].pop(oid, None)
@@ -481,6 +489,7 @@ def merge_last_good(previous: Config | None, result: LoadResult) -> Config:
     if previous is None:
         return cfg
     merged: dict[str, dict[str, Any]] = {}
+    kept: set[str] = set()
     for kind, current, old in (
         ("service", cfg.services, previous.services),
         ("template", cfg.templates, previous.templates),
@@ -490,7 +499,22 @@ def merge_last_good(previous: Config | None, result: LoadResult) -> Config:
         for oid in result.broken[kind]:
             if oid in old and oid not in m:
                 m[oid] = old[oid]
+                if kind == "campaign":
+                    kept.add(oid)
         merged[kind] = m
+    # A kept campaign was checked with the templates of its last good generation; a template
+    # that changed since (and may be what broke the campaign: no unsubscribe link, no postal
+    # address) must not reach it through the shared name.
+    pinned: dict[str, dict[str, Template]] = {}
+    for cid in sorted(kept):
+        own: dict[str, Template] = {}
+        for step in merged["campaign"][cid].steps:
+            for tid in step.template:
+                good = previous.template_of(cid, tid)
+                if good is not None and merged["template"].get(tid) != good:
+                    own[tid] = good
+        if own:
+            pinned[cid] = own
     settings = previous.settings if result.settings_broken else cfg.settings
     return replace(
         cfg,
@@ -498,7 +522,35 @@ def merge_last_good(previous: Config | None, result: LoadResult) -> Config:
         services=merged["service"],
         templates=merged["template"],
         campaigns=merged["campaign"],
+        pinned=pinned,
     )
+
+
+def kept_campaigns(previous: Config | None, result: LoadResult) -> list[Problem]:
+    """One warning per campaign a reload broke that runs on at its last good version, placed at
+    the campaign's first error: what ``/api/status`` load_errors shows beside the error."""
+    if previous is None:
+        return []
+    out = []
+    for cid in sorted(result.broken["campaign"]):
+        if cid not in previous.campaigns:
+            continue
+        first = next(
+            (p for p in result.problems if p.kind == "campaign" and p.object_id == cid), None
+        )
+        out.append(
+            Problem(
+                first.file if first else f"campaigns.d/{cid}.yaml",
+                first.line if first else 1,
+                first.col if first else 1,
+                f"campaign {cid} keeps sending its last good version, with the templates it "
+                "had then, until the files are fixed",
+                "warning",
+                "campaign",
+                cid,
+            )
+        )
+    return out
 
 
 # ---------------------------------------------------------------- change detection

@@ -552,9 +552,20 @@ class Config:
     templates: Mapping[str, Template] = field(default_factory=dict)
     campaigns: Mapping[str, Campaign] = field(default_factory=dict)
     generation: int = 1
+    pinned: Mapping[str, Mapping[str, Template]] = field(default_factory=dict)
+    """Campaign id → the templates it runs with when they differ from ``templates``: a campaign
+    kept at its last good version after a reload broke it keeps the templates it was good with
+    (a campaign and its templates are last good *together*)."""
 
     def path(self, value: str) -> Path:
         return as_path(self.root, value)
+
+    def template_of(self, campaign_id: str, template_id: str) -> Template | None:
+        """The template a campaign sends: its pinned version, else the current one."""
+        pinned = self.pinned.get(campaign_id)
+        if pinned is not None and template_id in pinned:
+            return pinned[template_id]
+        return self.templates.get(template_id)
 
 
 def model_path_hint(kind: str) -> str:

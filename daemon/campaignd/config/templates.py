@@ -7,17 +7,23 @@ Pure: no I/O, no asyncio.
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.policy
+import functools
+import html
 import re
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from email.message import EmailMessage
-from typing import Final
+from typing import Any, Final
 
 import jinja2
 import jinja2.meta
 from jinja2 import StrictUndefined, nodes
+from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
 
 from ..errors import TemplateError
@@ -53,8 +59,216 @@ def legacy_to_jinja(source: str) -> str:
     return _LEGACY.sub(r"{{ \1 }}", source)
 
 
+# ---------------------------------------------------------------- the render budget
+
+MAX_RENDER_SECONDS: Final = 2.0
+"""CPU time one message's rendering may take before it is cut off (all parts together)."""
+MAX_RENDERED_CHARS: Final = 4 << 20
+"""Longest rendered part, in characters: far beyond any mail a receiver accepts whole."""
+MAX_LOOP_STEPS: Final = 200_000
+"""``range()`` iterations one message's rendering may take in all, nested loops included."""
+MAX_INT_ARGUMENT: Final = 100_000
+"""Largest integer a template may hand a call or a size-making filter (``center``, ``indent``,
+``lipsum``, ``ljust``…): beyond it the result is a memory bomb, never a mail."""
+MAX_LIPSUM: Final = 20
+_SIZE_FILTERS: Final = frozenset({"center", "indent", "slice", "format", "wordwrap", "truncate"})
+
+
+class RenderBudgetExceeded(TemplateError):
+    """A render ran past its time, output or loop budget: that message fails, with this reason."""
+
+
+class RenderBudget:
+    """The limits of one message's rendering; the sandbox's hooks charge it as they run.
+
+    Set per thread by ``budgeted``. ``cancel`` (from another thread) makes the next hook raise:
+    a render abandoned after its hard timeout stops at its next loop step or call.
+    """
+
+    __slots__ = ("cancelled", "deadline", "seconds", "steps")
+
+    def __init__(self, seconds: float = MAX_RENDER_SECONDS) -> None:
+        self.seconds = seconds
+        self.deadline = time.monotonic() + seconds
+        self.steps = 0
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    def step(self, n: int = 1) -> None:
+        self.steps += n
+        if self.steps > MAX_LOOP_STEPS:
+            raise RenderBudgetExceeded(
+                f"the template loops more than {MAX_LOOP_STEPS:,} times for one message"
+            )
+        if self.cancelled or (self.steps & 0xFF == 0 and time.monotonic() > self.deadline):
+            self.expired()
+
+    def check(self) -> None:
+        if self.cancelled or time.monotonic() > self.deadline:
+            self.expired()
+
+    def expired(self) -> None:
+        raise RenderBudgetExceeded(
+            f"rendering one message took longer than {self.seconds:g} s — the template loops "
+            "or builds text without bound"
+        )
+
+
+_current = threading.local()
+
+
+class _Unlimited(RenderBudget):
+    """Outside ``budgeted`` (parsing, a test rendering a bare template): limits, no clock."""
+
+    def check(self) -> None:
+        return None
+
+    def step(self, n: int = 1) -> None:
+        return None
+
+
+_UNLIMITED: Final = _Unlimited(0.0)
+
+
+def current_budget() -> RenderBudget:
+    budget: RenderBudget | None = getattr(_current, "budget", None)
+    return budget if budget is not None else _UNLIMITED
+
+
+@contextlib.contextmanager
+def budgeted(budget: RenderBudget) -> Iterator[RenderBudget]:
+    """Charge every hook of the sandbox that runs in this thread to ``budget``."""
+    before = getattr(_current, "budget", None)
+    _current.budget = budget
+    try:
+        yield budget
+    finally:
+        _current.budget = before
+
+
+def render_chunks(chunks: Iterable[str], part: str) -> str:
+    """Join a template's output, cut off when it grows past the size or time budget."""
+    budget = current_budget()
+    out: list[str] = []
+    size = 0
+    for chunk in chunks:
+        size += len(chunk)
+        if size > MAX_RENDERED_CHARS:
+            raise RenderBudgetExceeded(
+                f"the {part} part grows past {MAX_RENDERED_CHARS >> 20} MiB for one message"
+            )
+        out.append(chunk)
+        budget.step(0)
+        if len(out) & 0x3F == 0:
+            budget.check()
+    return "".join(out)
+
+
+def _too_big(value: object) -> bool:
+    return type(value) is int and abs(value) > MAX_INT_ARGUMENT
+
+
+def _bounded_range(*args: int) -> Iterator[int]:
+    if any(_too_big(a) for a in args):
+        raise RenderBudgetExceeded(f"range() over more than {MAX_INT_ARGUMENT:,} values")
+    budget = current_budget()
+    for i in range(*args):
+        budget.step()
+        yield i
+
+
+def _bounded_lipsum(n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> str:
+    if n > MAX_LIPSUM or max > 200:
+        raise RenderBudgetExceeded(f"lipsum() is capped at {MAX_LIPSUM} paragraphs of 200 words")
+    from jinja2.utils import generate_lorem_ipsum
+
+    return generate_lorem_ipsum(n, html, min, max)
+
+
+def _size_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(func)
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        if any(_too_big(a) for a in (*args, *kwargs.values())):
+            raise RenderBudgetExceeded(
+                f"|{name} given a number over {MAX_INT_ARGUMENT:,}: the result would not fit a mail"
+            )
+        return func(*args, **kwargs)
+
+    return bounded
+
+
+class BoundedSandbox(SandboxedEnvironment):
+    """The sandbox, plus limits on what a template can make the daemon compute.
+
+    Jinja's sandbox stops templates reaching Python internals but not from spending the
+    daemon's CPU and memory: ``range`` loops nest, ``'x' * 10**9`` and ``|center(10**9)`` build
+    a gigabyte in one call. Every call, loop step, multiplication and output chunk is charged to
+    the thread's ``RenderBudget``; big numbers are refused before the work starts.
+    """
+
+    intercepted_binops = frozenset({"*", "**", "%"})
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.globals["range"] = _bounded_range
+        self.globals["lipsum"] = _bounded_lipsum
+        for name in _SIZE_FILTERS:
+            self.filters[name] = _size_filter(name, self.filters[name])
+
+    def call(
+        __self,
+        __context: Context,
+        __obj: Any,
+        *args: Any,
+        **kwargs: Any,
+    ) -> Any:
+        budget = current_budget()
+        budget.step(0)
+        budget.check()
+        if __obj is not _bounded_range and any(
+            _too_big(a) for a in (*args, *(v for k, v in kwargs.items() if not k.startswith("_")))
+        ):
+            raise RenderBudgetExceeded(
+                f"a call given a number over {MAX_INT_ARGUMENT:,}: the result would not fit a mail"
+            )
+        if (
+            getattr(__obj, "__name__", None) in ("format", "format_map")
+            and isinstance(getattr(__obj, "__self__", None), str)
+            and _WIDE_BRACE.search(__obj.__self__)
+        ):
+            raise RenderBudgetExceeded("a str.format() width over 100,000 in the template")
+        return super().call(__context, __obj, *args, **kwargs)
+
+    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        current_budget().check()
+        if operator == "**" and isinstance(right, int) and isinstance(left, int):
+            if abs(right) > 64 and abs(left) > 1:
+                raise RenderBudgetExceeded("a power with an exponent over 64 in the template")
+        elif operator == "*":
+            for seq, n in ((left, right), (right, left)):
+                if (
+                    isinstance(seq, str | list | tuple)
+                    and isinstance(n, int)
+                    and len(seq) * n > MAX_RENDERED_CHARS
+                ):
+                    raise RenderBudgetExceeded(
+                        f"a repetition of {len(seq) * n:,} items in the template"
+                    )
+        elif operator == "%" and isinstance(left, str):
+            values = right if isinstance(right, tuple) else (right,)
+            if any(_too_big(v) for v in values) or _WIDE_FORMAT.search(left):
+                raise RenderBudgetExceeded("a %-format with a width over 100,000 in the template")
+        return super().call_binop(context, operator, left, right)
+
+
+_WIDE_FORMAT = re.compile(r"%[-+ #0]*\d{6,}")
+_WIDE_BRACE = re.compile(r"\{[^{}]*:[^{}]*\d{6,}")
+
+
 def _environment(*, autoescape: bool) -> SandboxedEnvironment:
-    return SandboxedEnvironment(
+    return BoundedSandbox(
         undefined=StrictUndefined,
         autoescape=autoescape,
         keep_trailing_newline=True,  # a text body ending in a newline keeps it
@@ -116,6 +330,104 @@ def _escapes(ast: nodes.Template) -> Iterator[tuple[int, str]]:
                     yield node.lineno, "|attr() with a computed name"
 
 
+def _unknown_names(ast: nodes.Template, env: SandboxedEnvironment) -> Iterator[tuple[int, str]]:
+    """Filters and tests the sandbox does not have: Jinja compiles them to a runtime error, so
+    without this check every message would fail instead of the file."""
+    for node in ast.find_all((nodes.Filter, nodes.Test)):
+        if isinstance(node, nodes.Filter) and node.name not in env.filters:
+            yield node.lineno, f"unknown filter |{node.name}"
+        elif isinstance(node, nodes.Test) and node.name not in env.tests:
+            yield node.lineno, f"unknown test 'is {node.name}'"
+
+
+def _const_int(node: nodes.Node) -> int | None:
+    """The value of a constant integer expression (``10**10`` included), or None.
+
+    Jinja's own ``as_const`` refuses operators the sandbox intercepts, so fold them here; a
+    power too large to compute is reported as just over the limit, which is all callers ask.
+    """
+    if isinstance(node, nodes.Const):
+        return node.value if type(node.value) is int else None
+    if isinstance(node, nodes.Neg):
+        inner = _const_int(node.node)
+        return None if inner is None else -inner
+    if isinstance(node, nodes.Pos):
+        return _const_int(node.node)
+    if isinstance(node, nodes.Mul | nodes.Add | nodes.Sub | nodes.Pow):
+        left, right = _const_int(node.left), _const_int(node.right)
+        if left is None or right is None:
+            return None
+        if isinstance(node, nodes.Pow):
+            if right < 0:
+                return None
+            if right > 64 and abs(left) > 1:
+                return MAX_INT_ARGUMENT * MAX_INT_ARGUMENT
+            return int(left**right)
+        if isinstance(node, nodes.Mul):
+            return left * right
+        return left + right if isinstance(node, nodes.Add) else left - right
+    return None
+
+
+def _bombs(ast: nodes.Template) -> Iterator[tuple[int, str]]:
+    """Statically obvious render bombs: what the budget would cut off for every recipient.
+
+    Cheap and partial by design (the budget catches the rest at render time): big constant
+    arguments, a constant repetition that is too long, and nested constant loops whose product
+    exceeds the loop budget.
+    """
+    for call in ast.find_all(nodes.Call):
+        name = call.node.name if isinstance(call.node, nodes.Name) else None
+        big = [v for v in map(_const_int, call.args) if v is not None and _too_big(v)]
+        if big:
+            yield call.lineno, f"{name or 'a call'}({big[0]:,})"
+        elif name == "lipsum" and call.args:
+            value = _const_int(call.args[0])
+            if value is not None and value > MAX_LIPSUM:
+                yield call.lineno, f"lipsum({value:,})"
+    for flt in ast.find_all(nodes.Filter):
+        if flt.name in _SIZE_FILTERS:
+            for arg in flt.args:
+                value = _const_int(arg)
+                if value is not None and abs(value) > MAX_INT_ARGUMENT:
+                    yield flt.lineno, f"|{flt.name}({value:,})"
+    for mul in ast.find_all(nodes.Mul):
+        for seq, n in ((mul.left, mul.right), (mul.right, mul.left)):
+            count = _const_int(n)
+            if (
+                isinstance(seq, nodes.Const)
+                and isinstance(seq.value, str)
+                and count is not None
+                and len(seq.value) * count > MAX_RENDERED_CHARS
+            ):
+                yield mul.lineno, f"a repetition of {len(seq.value) * count:,} characters"
+    yield from _loop_products(ast, 1)
+
+
+def _loop_steps(node: nodes.For) -> int | None:
+    it = node.iter
+    if isinstance(it, nodes.Call) and isinstance(it.node, nodes.Name) and it.node.name == "range":
+        bounds = [_const_int(a) for a in it.args]
+        if bounds and all(b is not None for b in bounds):
+            return (
+                len(range(*[b for b in bounds if b is not None][:3])) if len(bounds) <= 3 else None
+            )
+    return None
+
+
+def _loop_products(node: nodes.Node, outer: int) -> Iterator[tuple[int, str]]:
+    for child in node.iter_child_nodes():
+        if isinstance(child, nodes.For):
+            steps = _loop_steps(child)
+            total = outer * steps if steps is not None else outer
+            if steps is not None and total > MAX_LOOP_STEPS:
+                yield child.lineno, f"nested loops of {total:,} steps"
+                continue
+            yield from _loop_products(child, total)
+        else:
+            yield from _loop_products(child, outer)
+
+
 def check_template(template_id: str, t: Template) -> list[TemplateProblem]:
     """Every problem that makes the template unusable as a whole (for ``campaignctl validate``)."""
     problems: list[TemplateProblem] = []
@@ -143,6 +455,27 @@ def check_template(template_id: str, t: Template) -> list[TemplateProblem]:
                 )
             )
             continue
+        env = env_for(part)
+        for line, what in _unknown_names(ast, env):
+            problems.append(
+                TemplateProblem(
+                    part,
+                    line,
+                    f"{part}: {what} — the sandbox has no such name; check the spelling "
+                    "(filters and tests: https://jinja.palletsprojects.com/templates/#list-of-"
+                    "builtin-filters)",
+                )
+            )
+        for line, what in _bombs(ast):
+            problems.append(
+                TemplateProblem(
+                    part,
+                    line,
+                    f"{part}: {what} — rendering would exceed the per-message budget "
+                    f"({MAX_LOOP_STEPS:,} loop steps, {MAX_RENDERED_CHARS >> 20} MiB, "
+                    f"{MAX_RENDER_SECONDS:g} s)",
+                )
+            )
         for line, what in _escapes(ast):
             problems.append(
                 TemplateProblem(
@@ -169,9 +502,9 @@ def template_fields(t: Template) -> frozenset[str]:
     for part, source in _sources(t):
         try:
             ast = env_for(part).parse(legacy_to_jinja(source))
-        except jinja2.TemplateSyntaxError:
+            names |= jinja2.meta.find_undeclared_variables(ast)
+        except jinja2.TemplateError:  # syntax, unknown filter: check_template says why
             continue
-        names |= jinja2.meta.find_undeclared_variables(ast)
     return frozenset(names - BUILTIN_VARIABLES - _JINJA_GLOBALS)
 
 
@@ -243,3 +576,63 @@ def template_headers(template_id: str, t: Template, sender: str | None = None) -
 
 
 # ---------------------------------------------------------------- bodies
+
+
+# ---------------------------------------------------------------- marketing compliance
+# One definition for `validate` (config/check.py at load, ctl/deliverability.py on a sample)
+# and for the daemon (the same load check, and render/message.py on every marketing message).
+
+
+def missing_unsubscribe(t: Template) -> list[str]:
+    """The body parts (``text``, ``html``) that never use ``unsubscribe_url``."""
+    missing = []
+    for part in ("text", "html"):
+        source = getattr(t, part)
+        if source is not None and "unsubscribe_url" not in _referenced(part, source):
+            missing.append(part)
+    return missing
+
+
+def shows_postal_address(t: Template, postal_address: str) -> bool:
+    """Does some body part use ``postal_address`` or spell the address out?"""
+    for part in ("text", "html"):
+        source = getattr(t, part)
+        if source is None:
+            continue
+        if "postal_address" in _referenced(part, source):
+            return True
+        readable = html.unescape(source) if part == "html" else source
+        if contains_address(readable, postal_address):
+            return True
+    return False
+
+
+def contains_address(body: str, postal_address: str) -> bool:
+    """The address appears in ``body``, line breaks and runs of spaces not counting."""
+    return " ".join(postal_address.split()) in " ".join(body.split())
+
+
+def rendered_gaps(body: str, unsubscribe_link: str | None, postal_address: str | None) -> list[str]:
+    """What a rendered marketing body lacks: ``unsubscribe`` (the link), ``postal-address``.
+
+    ``body`` is the readable text of every part (HTML unescaped), as a recipient sees it.
+    """
+    gaps = []
+    if unsubscribe_link and unsubscribe_link not in body:
+        gaps.append("unsubscribe")
+    if postal_address and not contains_address(body, postal_address):
+        gaps.append("postal-address")
+    return gaps
+
+
+def _referenced(part: str, source: str) -> frozenset[str]:
+    try:
+        ast = env_for(part).parse(legacy_to_jinja(source))
+    except jinja2.TemplateSyntaxError:
+        return frozenset()
+    try:
+        return frozenset(jinja2.meta.find_undeclared_variables(ast))
+    except jinja2.TemplateError:
+        # An unknown filter fails the compile this needs (check_template reports it); the
+        # names read anywhere are close enough not to add a misleading "no unsubscribe link".
+        return frozenset(n.name for n in ast.find_all(nodes.Name) if n.ctx == "load")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import email
 import email.policy
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.utils import parseaddr
 from functools import partial
@@ -90,8 +90,12 @@ def lint_campaign(
     resolver: Resolver | None = None,
     now: datetime | None = None,
 ) -> list[Finding]:
+    campaign = result.refused.get(campaign_id) or campaign_or_error(result, campaign_id)
+    if campaign_id not in result.config.campaigns:
+        # Refused by the load check (not compliant): lint still says what a sample lacks.
+        campaigns = {**result.config.campaigns, campaign_id: campaign}
+        result = replace(result, config=replace(result.config, campaigns=campaigns))
     config = result.config
-    campaign = campaign_or_error(result, campaign_id)
     out: list[Finding] = []
     signers: dict[str, DkimSigner] = {}
     for sid in campaign.services:
@@ -234,13 +238,14 @@ def _marketing(
             )
         )
     sample = _sample_recipient(config, campaign, now)
-    composer = Composer(config, preview_signer(result))
+    # Lint explains what a sample lacks instead of refusing to render it as the daemon does.
+    composer = Composer(config, preview_signer(result), require_compliance=False)
     sid = campaign.services[0]
     if sid not in config.services:
         return out
     for n, step in enumerate(campaign.steps, start=1):
         for template_id in step.template:
-            if template_id not in config.templates:
+            if config.template_of(campaign_id, template_id) is None:
                 continue
             what = f"step {n} template {template_id}"
             try:

@@ -15,11 +15,13 @@ from collections import defaultdict
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Protocol
 
 from ..config.model import Campaign, Config, Service
-from ..errors import RenderError
+from ..errors import NotCompliant, RenderCutOff, RenderError, TemplateError
 from ..plan.windows import in_window, next_window_open, window_zone
+from ..queue.states import ClaimLost
 from ..queue.store import Claimed, Outcome
 from ..render.compose import Composer, address_of, sender_of
 from ..stats import DeliveryStats
@@ -31,6 +33,7 @@ from .classify import Reply
 from .conditions import Conditions, park_until
 from .dkim import signer_for as dkim_signer_for
 from .limits import Limiter
+from .offloop import RenderThread
 from .retry import next_retry
 from .smtp import ConnectionFailed, Envelope, SmtpPool, Transport
 from .throttle import Throttle, recognise
@@ -47,6 +50,8 @@ MAX_HOLD = 5.0
 LEAD = 0.25
 CLAIM_LEASE = 600.0
 AUTO_PAUSE_AFTER = 50
+HOLD_AFTER_TEMPLATE_FAULTS = 3
+"""Messages in a row whose template, not recipient, failed them (cut off, not compliant)."""
 
 
 class Store(Protocol):
@@ -91,6 +96,7 @@ class CampaignRun:
 
     consecutive_failures: int = 0
     last_failure: str = ""
+    template_faults: int = 0
 
 
 @dataclass
@@ -111,6 +117,7 @@ class Dispatcher:
     stats: DeliveryStats = field(default_factory=DeliveryStats)
     on_progress: Callable[[], None] | None = None
     """Called on every pass of the claim loop (the runtime's supervisor watches it)."""
+    renderer: RenderThread = field(default_factory=RenderThread)
 
     def __post_init__(self) -> None:
         self._wake = asyncio.Event()
@@ -373,6 +380,11 @@ class Dispatcher:
                 outcome = await self._attempt(msg, sid, permit)
             except asyncio.CancelledError:
                 raise
+            except ClaimLost as exc:
+                # Another daemon took this row over (ours was taken for dead): it is theirs
+                # now, and nothing was sent from here.
+                log.warning("message %s not sent from here: %s", msg.id, exc)
+                outcome = None
             except Exception as exc:  # a bug must not lose the message: keep it, say why
                 log.exception("unexpected error sending message %s", msg.id)
                 outcome = self._temporary(msg, sid, f"internal error: {exc!r}", None, None)
@@ -380,7 +392,11 @@ class Dispatcher:
             if outcome is not None:
                 # Committed before the slot frees, so a crash leaves at most max_connections
                 # messages per service uncertain — never a backlog of unrecorded sends.
-                await self.store.record([outcome])
+                try:
+                    await self.store.record([outcome])
+                except ClaimLost as exc:
+                    log.warning("outcome of message %s not recorded: %s", msg.id, exc)
+                    return
                 self._track(msg, outcome)
                 # /metrics and the summaries' send rate (in-memory only; the row is the truth)
                 self.stats.attempt(msg.campaign_id, msg.recipient, outcome, took)
@@ -421,24 +437,41 @@ class Dispatcher:
         now = self.clock()
         campaign = self.config.campaigns.get(msg.campaign_id)
         service = self.config.services.get(sid)
-        if campaign is None or service is None or msg.template not in self.config.templates:
+        template = self.config.template_of(msg.campaign_id, msg.template)
+        if campaign is None or service is None or template is None:
             what = "campaign" if campaign is None else "service" if service is None else "template"
             await self.store.release([msg.id], next_attempt_at=now + 60)
             log.warning("message %s waits: its %s is no longer configured", msg.id, what)
             return None
+        composer = self.composer
         try:
-            rendered = self.composer.compose(
-                campaign_id=msg.campaign_id,
-                step=msg.step,
-                template_id=msg.template,
-                service_id=sid,
-                recipient_key=msg.recipient,
-                fields=msg.fields,
-                to_address=msg.email,
-                send_time=datetime.fromtimestamp(now, UTC),
+            rendered = await self.renderer.run(
+                partial(
+                    composer.compose,
+                    campaign_id=msg.campaign_id,
+                    step=msg.step,
+                    template_id=msg.template,
+                    service_id=sid,
+                    recipient_key=msg.recipient,
+                    fields=msg.fields,
+                    to_address=msg.email,
+                    send_time=datetime.fromtimestamp(now, UTC),
+                ),
+                what=f"template {msg.template}",
             )
-        except RenderError as exc:
+        except (RenderCutOff, NotCompliant) as exc:
+            self._template_fault(msg, str(exc))
             return _final(msg, "failed", now, str(exc), service=sid)
+        except RenderError as exc:
+            self.runs[msg.campaign_id].template_faults = 0
+            return _final(msg, "failed", now, str(exc), service=sid)
+        except TemplateError as exc:
+            # The template cannot be compiled for this campaign (load should have said so):
+            # nothing of it can go out; keep the message and hold the campaign, no traceback.
+            await self.store.release([msg.id], next_attempt_at=now + 60)
+            self._hold(msg.campaign_id, f"auto-paused: {exc} — fix the template, then resume")
+            return None
+        self.runs[msg.campaign_id].template_faults = 0
         data = rendered.data
         if service.dkim is not None:
             try:
@@ -562,6 +595,26 @@ class Dispatcher:
             id=msg.id, status="deferred", service=sid, at=now, code=code, enhanced=enhanced,
             error=error, next_attempt_at=at,
         )  # fmt: skip
+
+    def _template_fault(self, msg: Claimed, reason: str) -> None:
+        run = self.runs[msg.campaign_id]
+        run.template_faults += 1
+        log.error("campaign %s: message %s not sent: %s", msg.campaign_id, msg.id, reason)
+        if run.template_faults >= HOLD_AFTER_TEMPLATE_FAULTS:
+            run.template_faults = 0
+            self._hold(
+                msg.campaign_id,
+                f"auto-paused: {HOLD_AFTER_TEMPLATE_FAULTS} messages in a row failed by their "
+                f"template; last: {reason} — fix the template, then resume",
+            )
+
+    def _hold(self, campaign_id: str, reason: str) -> None:
+        if campaign_id not in self.active:
+            return  # already held (other in-flight messages of it report the same)
+        log.error("campaign %s %s", campaign_id, reason)
+        self.active.discard(campaign_id)
+        if self.on_auto_pause is not None:
+            self.on_auto_pause(campaign_id, reason)
 
     def _track(self, msg: Claimed, outcome: Outcome) -> None:
         """Auto-pause a campaign whose messages keep failing permanently (listmonk's OnError)."""

@@ -44,11 +44,20 @@ def campaign_or_error(result: LoadResult, campaign_id: str) -> Campaign:
     raise ConfigError(f"no campaign {campaign_id!r} in {config.root}/campaigns.d (known: {known})")
 
 
-def required_fields(config: Config, campaign: Campaign) -> frozenset[str]:
+def required_fields(config: Config, campaign: Campaign, campaign_id: str = "") -> frozenset[str]:
+    """Fields the campaign's templates use — the templates it sends (``Config.template_of``):
+    a campaign kept at its last good version reads the fields of its last good templates."""
     names: set[str] = set()
+    cid = campaign_id
     for step in campaign.steps:
         for tid in step.template:
-            names |= template_fields(config.templates[tid])
+            template = config.template_of(cid, tid)
+            if template is None:
+                raise ConfigError(
+                    f"template {tid!r} is not loaded — fix templates.d/{tid}.yaml "
+                    "(`campaignctl validate` shows every problem)"
+                )
+            names |= template_fields(template)
     return frozenset(names)
 
 
@@ -142,7 +151,7 @@ def build_plan(
         history=history or NoHistory(),
         suppressions=suppressions or NoSuppressions(),
         now=now,
-        required_fields=required_fields(config, campaign),
+        required_fields=required_fields(config, campaign, campaign_id),
     )
     default_zone = config.settings.timezone
     by_zone: Counter[str] = Counter()

@@ -17,6 +17,7 @@ from email.utils import parseaddr
 from functools import lru_cache
 
 from ..config.model import Campaign, Config
+from ..errors import TemplateError
 from ..tokens.links import LinkSigner, MessageRef, click_url, open_url, unsubscribe_url
 from .headers import list_id, make_message_id
 from .message import PreparedTemplate, RenderContext, RenderedMessage
@@ -48,6 +49,9 @@ def base_url(config: Config) -> str:
 class Composer:
     config: Config
     signer: LinkSigner
+    require_compliance: bool = True
+    """Refuse marketing messages without the unsubscribe link or postal address (the daemon,
+    preview); lint turns it off to report what a sample lacks."""
 
     def __post_init__(self) -> None:
         self._prepared: dict[tuple[str, int, str, str], PreparedTemplate] = {}
@@ -73,8 +77,15 @@ class Composer:
                 marketing=campaign.kind == "marketing",
                 postal_address=campaign.postal_address or "",
                 list_id=list_id(campaign_id, name, address_of(sender), campaign.list_id),
+                require_compliance=self.require_compliance,
             )
-            found = PreparedTemplate(template_id, self.config.templates[template_id], ctx)
+            template = self.config.template_of(campaign_id, template_id)
+            if template is None:
+                raise TemplateError(
+                    f"campaign {campaign_id}: template {template_id!r} is not loaded "
+                    f"(see load_errors; fix templates.d/{template_id}.yaml)"
+                )
+            found = PreparedTemplate(template_id, template, ctx)
             self._prepared[key] = found
         return found
 

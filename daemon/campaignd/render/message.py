@@ -38,11 +38,17 @@ from ..config.templates import (
     CONTROL_CHARS,
     HTML_ENV,
     TEXT_ENV,
+    RenderBudget,
+    RenderBudgetExceeded,
+    budgeted,
     check_template,
+    current_budget,
     legacy_to_jinja,
+    render_chunks,
+    rendered_gaps,
     template_headers,
 )
-from ..errors import RenderError, TemplateError
+from ..errors import NotCompliant, RenderCutOff, RenderError, TemplateError
 from .headers import MESSAGE_ID, URL_UNSAFE, display_name, header_address, one_line, unstructured
 from .tracking import Tracking, track_html
 
@@ -85,6 +91,9 @@ class RenderContext:
     """The campaign's ``postal_address``, available to templates as ``postal_address``."""
     list_id: str = ""
     """The ``List-Id`` value of marketing mail (``render.headers.list_id``); empty: none."""
+    require_compliance: bool = False
+    """Refuse (``NotCompliant``) a marketing message whose body lacks the unsubscribe link or
+    the postal address. The daemon and preview set it; it is the load check's last line."""
 
 
 @dataclass(frozen=True)
@@ -213,14 +222,28 @@ class PreparedTemplate:
         if unsubscribe_url is None:
             del variables["unsubscribe_url"]
 
+        budget = current_budget()
+        if not isinstance(budget, RenderBudget) or budget.seconds <= 0:
+            budget = RenderBudget()
         try:
-            subject = one_line(self._run(self._subject, variables))
-            text = self._run(self._text, variables) if self._text is not None else None
-            html = self._run(self._html, variables) if self._html is not None else None
+            with budgeted(budget):
+                subject = one_line(self._run(self._subject, variables, "subject"))
+                text = self._run(self._text, variables, "text") if self._text is not None else None
+                html = self._run(self._html, variables, "html") if self._html is not None else None
+            if self.ctx.require_compliance and self.ctx.marketing:
+                self._comply(text, html, unsubscribe_url, who)
             if html is not None and tracking is not None:
                 html = track_html(html, tracking)
         except jinja2.UndefinedError as exc:
             raise self._missing(exc, who) from None
+        except RenderBudgetExceeded as exc:
+            raise RenderCutOff(
+                f"template {self.template_id}: rendering cut off: {exc}",
+                template=self.template_id,
+                recipient=who,
+            ) from None
+        except RenderError:
+            raise
         except Exception as exc:  # the sandbox, a filter given the wrong type, …
             raise RenderError(
                 f"template {self.template_id}: rendering for {who} failed: {exc}",
@@ -267,9 +290,30 @@ class PreparedTemplate:
         return RenderedMessage(data=data, message_id=message_id, subject=subject)
 
     @staticmethod
-    def _run(template: jinja2.Template, variables: dict[str, Any]) -> str:
+    def _run(template: jinja2.Template, variables: dict[str, Any], part: str) -> str:
         # Template.render would copy the variables and the globals again per call.
-        return "".join(template.root_render_func(template.new_context(variables, shared=True)))
+        chunks = template.root_render_func(template.new_context(variables, shared=True))
+        return render_chunks(chunks, part)
+
+    def _comply(self, text: str | None, html: str | None, link: str | None, who: str) -> None:
+        postal = self.ctx.postal_address
+        body = "\n".join(p for p in (text, html) if p is not None)
+        gaps = rendered_gaps(body, link, postal)
+        if gaps and html is not None:  # an escaped address reads right in a mail client
+            import html as html_module
+
+            gaps = rendered_gaps("\n".join([text or "", html_module.unescape(html)]), link, postal)
+        if gaps:
+            what = " and ".join(
+                "the unsubscribe link" if g == "unsubscribe" else "the postal address" for g in gaps
+            )
+            raise NotCompliant(
+                f"template {self.template_id}: the message for {who} lacks {what} — marketing "
+                "mail is never sent without them; add {{ unsubscribe_url }} and "
+                "{{ postal_address }} outside any condition",
+                template=self.template_id,
+                recipient=who,
+            )
 
     def _assemble(self, head: bytes, text: str | None, html: str | None) -> bytes:
         if not self._multipart:

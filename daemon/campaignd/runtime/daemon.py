@@ -32,6 +32,7 @@ from ..config.load import (
     LoadResult,
     config_changes,
     config_stamps,
+    kept_campaigns,
     load_root,
     merge_last_good,
     restart_needed,
@@ -215,7 +216,7 @@ class Daemon:
                 # In-flight sessions finish on the old pool; it closes when they are done.
                 self.supervisor.spawn(f"close-{sid}", t.close())
         self.config = config
-        self.problems = result.problems
+        self.problems = result.problems + kept_campaigns(previous, result)
         self.loaded_at = time.time()
         if self.dispatcher:
             self.dispatcher.composer = Composer(config, self.dispatcher.composer.signer)
@@ -464,13 +465,16 @@ class Daemon:
         return line if ok else f"{line}; NOT HEALTHY: {why}"
 
     async def _watchdog(self, interval: float) -> None:
-        """Pinged from the event loop itself, and only while the engine is healthy: a loop
-        stuck, or an engine that cannot make progress, for the whole WatchdogSec gets the
-        daemon restarted by systemd, which is the point."""
+        """Pinged from the event loop itself, and only while the engine is not wedged: a loop
+        stuck or failing for the whole WatchdogSec gets the daemon restarted by systemd, which
+        is the point; waiting for the database is not wedged."""
         was_ok = True
         while True:
             ok, why = self._engine_health()
-            if ok:
+            # A database outage is weather, not a wedge: a restart would not bring it back
+            # and would turn the outcomes held in memory into uncertain messages.
+            waiting_for_database = self.store is not None and not self.store.healthy
+            if ok or waiting_for_database:
                 self.notifier.watchdog()
             if ok != was_ok:
                 (log.info if ok else log.error)(

@@ -114,8 +114,9 @@ async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     given = request.headers.get("Authorization", "")
     if token and request.path.startswith(PROTECTED):
         scheme, _, value = given.partition(" ")
+        # Header bytes that are not UTF-8 arrive as surrogates: encode them back, never raise.
         ok = scheme.lower() == "bearer" and hmac.compare_digest(
-            value.strip().encode(), token.encode()
+            value.strip().encode("utf-8", "surrogateescape"), token.encode()
         )
         if not ok:
             resp = error(401, "missing or wrong API token — send Authorization: Bearer <token>")
@@ -150,6 +151,10 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return error(400, str(exc))
     except HttpProcessingError as exc:  # a body aiohttp could not parse (broken multipart, …)
         return error(400, f"malformed request body: {exc.message}")
+    except (RecursionError, UnicodeError) as exc:
+        # Hostile input (JSON nested thousands deep, bytes that are no text) is the client's
+        # error, not ours: a 400, never a 500 with a traceback in the journal.
+        return error(400, f"malformed request: {type(exc).__name__}")
 
 
 async def security_headers(request: web.Request, response: web.StreamResponse) -> None:

@@ -58,7 +58,7 @@ def root_for(tmp_path: Path, server: RecordingServer, *, dkim_key: Path | None) 
             "templates.d/hello.yaml": (
                 "subject: 'Hello {{ first_name }} from {{ company | default(\"your team\") }}'\n"
                 "text: |\n  Hi {{ first_name }} <{{ email }}>\n"
-                "  Unsubscribe: {{ unsubscribe_url }}\n"
+                "  Unsubscribe: {{ unsubscribe_url }}\n  {{ postal_address }}\n"
             ),
         },
     )
@@ -146,7 +146,8 @@ def test_an_empty_cell_fails_the_copy_naming_the_field(
     server = make_server()
     root = root_for(tmp_path, server, dkim_key=None)
     (root / "templates.d" / "hello.yaml").write_text(
-        "subject: 'Hello {{ first_name }} from {{ company }}'\ntext: '{{ unsubscribe_url }}'\n"
+        "subject: 'Hello {{ first_name }} from {{ company }}'\n"
+        "text: '{{ unsubscribe_url }} {{ postal_address }}'\n"
     )
     argv = [
         "--config",

@@ -160,7 +160,9 @@ def test_legacy_placeholder_counts_for_the_gate(tmp_path: Path) -> None:
     root = make_root(
         tmp_path,
         {
-            "templates.d/hello.yaml": 'subject: Hi\ntext: "bye {$unsubscribe_url}"\n',
+            "templates.d/hello.yaml": (
+                'subject: Hi\ntext: "bye {$unsubscribe_url} {$postal_address}"\n'
+            ),
             "campaigns.d/launch.yaml": """
                 kind: marketing
                 postal_address: 1 Main St

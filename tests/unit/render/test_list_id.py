@@ -25,6 +25,14 @@ from campaignd.tokens.links import LinkSigner
 from tests.rootfiles import make_root
 
 WHEN = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
+# Marketing mail shows the sender's postal address (config/check.py refuses it otherwise).
+TEMPLATE = {
+    "templates.d/hello.yaml": (
+        'subject: "Hello {{ first_name }}"\n'
+        "text: |\n  Hi {{ first_name }},\n  Unsubscribe: {{ unsubscribe_url }}\n"
+        "  {{ postal_address }}\n"
+    )
+}
 
 
 def _campaign(kind: str, extra: str = "") -> str:
@@ -57,7 +65,7 @@ def _headers(data: bytes) -> email.message.EmailMessage:
 
 
 def test_marketing_mail_has_a_list_id_from_campaign_id_and_sender_domain(tmp_path: Path) -> None:
-    root = make_root(tmp_path, {"campaigns.d/launch.yaml": _campaign("marketing")})
+    root = make_root(tmp_path, {"campaigns.d/launch.yaml": _campaign("marketing"), **TEMPLATE})
     data = _compose(root)
     msg = _headers(data)
     assert msg.get_all("List-Id") == ["Q4 outreach <launch.acme.example>"]
@@ -67,7 +75,7 @@ def test_marketing_mail_has_a_list_id_from_campaign_id_and_sender_domain(tmp_pat
 
 
 def test_transactional_mail_has_none(tmp_path: Path) -> None:
-    root = make_root(tmp_path, {"campaigns.d/launch.yaml": _campaign("transactional")})
+    root = make_root(tmp_path, {"campaigns.d/launch.yaml": _campaign("transactional"), **TEMPLATE})
     assert _headers(_compose(root))["List-Id"] is None
 
 
@@ -77,6 +85,7 @@ def test_the_campaign_overrides_it_and_the_campaign_from_sets_the_domain(tmp_pat
         {
             "campaigns.d/launch.yaml": _campaign("marketing", "list_id: <news.acme.example>\n"),
             "campaigns.d/other.yaml": _campaign("marketing", 'from: "B <b@Bücher.example>"\n'),
+            **TEMPLATE,
         },
     )
     assert _headers(_compose(root))["List-Id"] == "Q4 outreach <news.acme.example>"
@@ -120,7 +129,7 @@ def test_list_id_is_always_one_header_line(name: str, domain: str, override: str
 
 
 def test_dkim_signs_list_id(tmp_path: Path) -> None:
-    root = make_root(tmp_path, {"campaigns.d/launch.yaml": _campaign("marketing")})
+    root = make_root(tmp_path, {"campaigns.d/launch.yaml": _campaign("marketing"), **TEMPLATE})
     key = ed25519.Ed25519PrivateKey.generate()
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()

@@ -105,7 +105,7 @@ def composer(tmp_path: Path, track: str) -> Composer:
                   <html><body><p>Hi {{ first_name }}</p>
                   <a href="https://acme.example/pricing?plan={{ first_name }}&amp;x=1">Pricing</a>
                   <a href="mailto:sales@acme.example">Mail us</a>
-                  <a href="{{ unsubscribe_url }}">Unsubscribe</a>
+                  <a href="{{ unsubscribe_url }}">Unsubscribe</a> {{ postal_address }}
                   <a href="https://acme.example/{{ 'y' * 5000 }}">too long to track</a>
                   </body></html>
             """,
