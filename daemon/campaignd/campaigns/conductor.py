@@ -148,6 +148,11 @@ class Conductor:
                     self._done.pop(cid, None)
                 if (campaign.audience, campaign.filters) != (prev.audience, prev.filters):
                     self._audience.pop(cid, None)  # read the lists again
+                if campaign.window != prev.window:
+                    # Parked for the old window's next opening: let the new window decide.
+                    woken = await self.store.wake_parked(cid, now=now)
+                    if woken:
+                        log.info("campaign %s: window changed, %d waiting messages due", cid, woken)
 
     async def _finished_before(self, cid: str, campaign: Campaign, k: int, now: float) -> None:
         """Steps were appended after step ``k``. Recipients whose step ``k`` went out longer

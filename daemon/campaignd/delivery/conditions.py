@@ -23,10 +23,11 @@ from ..config.values import format_duration
 from ..queue.store import Claimed
 from ..render.templates import choose_template
 
-WINDOW_RECHECK = 600.0
-"""A message held for a closed window goes back to the queue until the window opens, but for
-at most this long: a window widened by a reload then applies to parked messages within
-minutes, not only at the opening the old window would have had."""
+WINDOW_RECHECK = 86400.0
+"""A message held for a closed window goes back to the queue until the window opens (at most a
+day ahead, so a window that never opens is looked at daily), and is not touched before: a
+reload that changes the window wakes the campaign's parked messages instead
+(``Store.wake_parked``), so waiting rows cost nothing while they wait."""
 
 REMOVED_REASON = "removed from the audience list before it was sent"
 

@@ -627,6 +627,25 @@ class Store:
         return claimed
 
     @_patient(forever=True)
+    @_patient()
+    async def wake_parked(self, campaign_id: str, *, now: Time) -> int:
+        """Queued messages of the campaign waiting for a later time (a closed window, a limit)
+        are due now: a reload changed its window, and they may go sooner than they were parked
+        for. Status is unchanged (queued stays queued); returns how many were woken."""
+        t = epoch(now)
+        async with self._tx() as conn:
+            result = await conn.execute(
+                sa.update(m)
+                .where(
+                    m.c.campaign_id == campaign_id,
+                    m.c.status == "queued",
+                    m.c.claimed_by.is_(None),
+                    m.c.next_attempt_at > t,
+                )
+                .values(next_attempt_at=t)
+            )
+            return int(result.rowcount or 0)
+
     async def release(self, ids: Sequence[int], *, next_attempt_at: Time) -> None:
         """Hand claimed rows back, due at ``next_attempt_at``, without counting an attempt
         (a limit says wait, the window is closed, the campaign was paused meanwhile)."""

@@ -252,3 +252,19 @@ async def test_retry_requeues_only_what_the_operator_names(store: Store) -> None
     with pytest.raises(ValueError, match="bounced"):
         await store.retry("launch", ["bounced"], now=T0)
     assert await store.retry("launch", ["failed"], now=T0) == 0
+
+
+async def test_wake_parked_makes_waiting_queued_rows_due_and_nothing_else(store: Store) -> None:
+    """A reload changed the window: rows parked for the old opening become due now; a row
+    another worker holds, and rows of other campaigns, are left alone."""
+    await seed(store, n=4)
+    await seed(store, "other", n=2, due=T0 + 3600)
+    ids = await claim_all(store)
+    await store.release(ids[:3], next_attempt_at=T0 + 7200)  # parked for a closed window
+    assert await store.next_due(["launch"]) == pytest.approx(T0 + 7200)
+    assert await store.wake_parked("launch", now=T0 + 10) == 3
+    assert await store.next_due(["launch"]) == pytest.approx(T0 + 10)
+    assert await store.wake_parked("launch", now=T0 + 10) == 0  # nothing left waiting
+    assert await store.next_due(["other"]) == pytest.approx(T0 + 3600)
+    counts = await store.counts("launch")
+    assert counts.counts.get("queued") == 3 and counts.counts.get("sending") == 1
