@@ -84,7 +84,13 @@ def main() -> int:
     p.add_argument("--campaigns", type=int, default=100)
     p.add_argument("--waiting", type=int, default=0, help="rows waiting for a closed window")
     p.add_argument("--seconds", type=float, default=30.0)
-    p.add_argument("--settle", type=float, default=5.0)
+    p.add_argument(
+        "--settle",
+        type=float,
+        default=None,
+        help="seconds before measuring (default 5; 60 with --waiting: the first pass parks "
+        "every enrolled row once, in batches, before the daemon is idle)",
+    )
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="campaignd-idle-") as tmp:
         root = Path(tmp)
@@ -111,7 +117,7 @@ def main() -> int:
                         break
                 elif len(camps) >= args.campaigns:
                     break
-            time.sleep(args.settle)
+            time.sleep(args.settle if args.settle is not None else (60 if args.waiting else 5))
             before, t0 = cpu_seconds(proc.pid), time.monotonic()
             time.sleep(args.seconds)
             used, took = cpu_seconds(proc.pid) - before, time.monotonic() - t0
