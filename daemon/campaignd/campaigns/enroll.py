@@ -4,26 +4,39 @@ Reading and validating a large list is CPU work, so it runs in a thread and stre
 to the store on the event loop. Re-running it is harmless: the store inserts idempotently, so
 ``enroll: continuous`` simply runs it again when a list changes and only new rows get messages.
 ``removed_keys`` finds the enrolled recipients a list no longer names.
+
+Every row of the lists ends in one visible state: the rows not enrolled (invalid, duplicate,
+filtered, suppressed) are recorded in the same batches, each as a step-1 message that says
+why (``queue.accounting``), so the summary counts them and ``campaignctl why`` explains them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from typing import Protocol
 
-from ..config.model import Config, Filters
-from ..plan.audience import AudienceReport, NoHistory, NoSuppressions, Recipient, build_audience
+from ..config.model import Campaign, Config, Filters
+from ..plan.audience import (
+    AudienceReport,
+    Excluded,
+    NoHistory,
+    NoSuppressions,
+    Recipient,
+    build_audience,
+)
 from ..plan.campaign import required_fields
-from ..queue.store import MessageRow, RecipientIn
+from ..queue.accounting import contact_reason, exclusion_key, filter_reason, suppression_reason
+from ..queue.lookup import SyncHistory
+from ..queue.store import ExclusionIn, MessageRow, RecipientIn, SuppressionRow
 from ..render.templates import choose_template
 
 log = logging.getLogger("campaignd.enroll")
-T = TypeVar("T")
 BATCH = 1000
+HISTORY_FILTERS = ("exclude_contacted_within", "exclude_campaigns")
 
 
 class EnrollStore(Protocol):
@@ -47,6 +60,19 @@ class EnrollStore(Protocol):
     async def received_campaigns(
         self, keys: Sequence[str], campaign_ids: Sequence[str]
     ) -> set[str]: ...
+    async def record_exclusions(
+        self, campaign_id: str, edition: int, items: Sequence[ExclusionIn]
+    ) -> int: ...
+    async def first_sources(self, campaign_id: str, keys: Sequence[str]) -> dict[str, str]: ...
+    async def suppression_rows(self, keys: Sequence[str]) -> dict[str, SuppressionRow]: ...
+    async def last_contacts(
+        self,
+        keys: Sequence[str],
+        *,
+        since: datetime | None = ...,
+        campaign_ids: Collection[str] | None = ...,
+        exclude_campaign: str | None = ...,
+    ) -> dict[str, tuple[str, float]]: ...
 
 
 class EnrolledStore(Protocol):
@@ -55,31 +81,12 @@ class EnrolledStore(Protocol):
     ) -> list[MessageRow]: ...
 
 
-class _Bridge:
-    """Sync History/Suppressions for the audience reader, answered by the async store."""
-
-    def __init__(self, store: EnrollStore, loop: asyncio.AbstractEventLoop, campaign_id: str):
-        self.store = store
-        self.loop = loop
-        self.campaign_id = campaign_id
-
-    def call(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
-
-    def suppressed(self, keys: Sequence[str]) -> set[str]:
-        return self.call(self.store.suppressed(keys))
-
-    def contacted_since(self, keys: Sequence[str], since: datetime) -> set[str]:
-        return self.call(self.store.contacted_since(keys, since, exclude_campaign=self.campaign_id))
-
-    def received_campaigns(self, keys: Sequence[str], campaign_ids: Sequence[str]) -> set[str]:
-        return self.call(self.store.received_campaigns(keys, campaign_ids))
-
-
 @dataclass
 class EnrollResult:
     report: AudienceReport
     created: int
+    excluded: int = 0
+    """Exclusion rows recorded by this run (new ones only: a re-run records nothing again)."""
 
 
 def to_row(r: Recipient) -> RecipientIn:
@@ -106,17 +113,26 @@ async def enroll(
     """Enroll the campaign's current audience into step 1 of ``edition``."""
     campaign = config.campaigns[campaign_id]
     loop = asyncio.get_running_loop()
-    bridge = _Bridge(store, loop, campaign_id)
+    bridge = SyncHistory(store, loop, campaign_id, source="the daemon's store")
     first = campaign.steps[0].template
-    created = 0
+    created = excluded = 0
 
-    async def flush(batch: list[Recipient]) -> int:
-        await store.add_recipients(campaign_id, [to_row(r) for r in batch])
-        items = [(r.key, choose_template(campaign_id, r.key, first)) for r in batch]
-        return await store.enqueue(campaign_id, edition, 1, items, due=due)
+    async def flush(batch: list[Recipient | Excluded]) -> tuple[int, int]:
+        accepted = [r for r in batch if isinstance(r, Recipient)]
+        dropped = [x for x in batch if isinstance(x, Excluded)]
+        n = 0
+        if accepted:
+            await store.add_recipients(campaign_id, [to_row(r) for r in accepted])
+            items = [(r.key, choose_template(campaign_id, r.key, first)) for r in accepted]
+            n = await store.enqueue(campaign_id, edition, 1, items, due=due)
+        x = 0
+        if dropped:
+            rows = await exclusion_rows(store, campaign, campaign_id, batch, now=now)
+            x = await store.record_exclusions(campaign_id, edition, rows)
+        return n, x
 
     def work() -> AudienceReport:
-        nonlocal created
+        nonlocal created, excluded
         audience = build_audience(
             campaign,
             config.root,
@@ -125,20 +141,21 @@ async def enroll(
             now=now,
             required_fields=required_fields(config, campaign, campaign_id),
         )
-        batch: list[Recipient] = []
-        for recipient in audience:
-            batch.append(recipient)
+        batch: list[Recipient | Excluded] = []
+        for row in audience.rows():
+            batch.append(row)
             if len(batch) >= BATCH:
-                created += bridge.call(flush(batch))
-                batch = []
+                n, x = bridge.call(flush(batch))
+                created, excluded, batch = created + n, excluded + x, []
         if batch:
-            created += bridge.call(flush(batch))
+            n, x = bridge.call(flush(batch))
+            created, excluded = created + n, excluded + x
         return audience.report
 
     report = await asyncio.to_thread(work)
     log.info(
         "campaign %s: enrolled %d new messages (audience %d, invalid %d, duplicates %d, "
-        "filtered %d, suppressed %d)",
+        "filtered %d, suppressed %d; %d new exclusion records)",
         campaign_id,
         created,
         report.accepted,
@@ -146,8 +163,87 @@ async def enroll(
         report.duplicates,
         report.filtered,
         report.suppressed,
+        excluded,
     )
-    return EnrollResult(report=report, created=created)
+    return EnrollResult(report=report, created=created, excluded=excluded)
+
+
+async def exclusion_rows(
+    store: EnrollStore,
+    campaign: Campaign,
+    campaign_id: str,
+    batch: Sequence[Recipient | Excluded],
+    *,
+    now: datetime,
+) -> list[ExclusionIn]:
+    """The records of a batch's excluded rows, each with the details an operator asks for:
+    the suppression's reason and source, which campaign contacted them when, which row a
+    duplicate repeats. The details are looked up for the excluded keys only."""
+    dropped = [x for x in batch if isinstance(x, Excluded)]
+    keys = {kind: [x.key for x in dropped if x.key and _detail(x) == kind] for kind in _DETAILS}
+    suppressions = await store.suppression_rows(keys["suppressed"]) if keys["suppressed"] else {}
+    contacts: dict[str, dict[str, tuple[str, float]]] = {}
+    filters = campaign.filters
+    if keys["exclude_contacted_within"] and filters.exclude_contacted_within is not None:
+        contacts["exclude_contacted_within"] = await store.last_contacts(
+            keys["exclude_contacted_within"],
+            since=now - filters.exclude_contacted_within,
+            exclude_campaign=campaign_id,
+        )
+    if keys["exclude_campaigns"]:
+        contacts["exclude_campaigns"] = await store.last_contacts(
+            keys["exclude_campaigns"], campaign_ids=list(filters.exclude_campaigns)
+        )
+    # A duplicate repeats the row its key was first read from: in this batch, or stored.
+    first: dict[str, str] = {}
+    for item in batch:
+        key = item.key
+        if key and key not in first and (isinstance(item, Recipient) or item.recipient):
+            first[key] = item.source
+    missing = [k for k in keys["duplicate"] if k not in first]
+    if missing:
+        first.update(await store.first_sources(campaign_id, missing))
+    template = campaign.steps[0].template
+    out = []
+    for x in dropped:
+        if x.kind in ("invalid", "duplicate"):
+            key = exclusion_key(x.key or x.address, x.source)
+            row = RecipientIn(
+                key=key, email=x.address, smtp_address="", domain="", fields={}, source=x.source
+            )
+            if x.kind == "invalid":
+                reason = f"invalid address: {x.reason}"
+            else:
+                where = first.get(x.key or "")
+                reason = f"duplicate of {where}" if where else "duplicate of an earlier row"
+        else:
+            assert x.recipient is not None and x.key is not None
+            key, row = x.key, to_row(x.recipient)
+            if x.kind == "suppressed":
+                reason = suppression_reason(suppressions.get(x.key))
+            elif x.reason in HISTORY_FILTERS:
+                reason = contact_reason(x.reason, contacts.get(x.reason, {}).get(x.key))
+            else:
+                reason = filter_reason(x.reason)
+        status = "suppressed" if x.kind == "suppressed" else "skipped"
+        out.append(
+            ExclusionIn(
+                recipient=row,
+                template=choose_template(campaign_id, key, template),
+                status=status,
+                excluded=x.kind,
+                reason=reason,
+            )
+        )
+    return out
+
+
+_DETAILS = ("suppressed", "duplicate", *HISTORY_FILTERS)
+
+
+def _detail(x: Excluded) -> str:
+    """Which look-up the exclusion's detail needs (see ``_DETAILS``), if any."""
+    return x.reason if x.kind == "filtered" else x.kind
 
 
 async def listed_keys(config: Config, campaign_id: str, *, now: datetime) -> set[str]:
@@ -176,7 +272,12 @@ async def removed_keys(
     while True:
         rows = await store.messages_page(campaign_id, step=1, after=after, limit=BATCH)
         removed.update(
-            r.recipient for r in rows if r.edition == edition and r.recipient not in listed
+            r.recipient
+            for r in rows
+            # invalid and duplicate rows are kept under exclusion keys, never listed as such
+            if r.edition == edition
+            and r.recipient not in listed
+            and r.excluded not in ("invalid", "duplicate")
         )
         if len(rows) < BATCH:
             return removed

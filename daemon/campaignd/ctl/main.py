@@ -242,20 +242,58 @@ from . import remote  # noqa: E402, F401 - registers them
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from ..plan.campaign import build_plan
 
     result = load(args)
     try:
-        plan = build_plan(result, args.campaign, now=datetime.now(UTC))
+        plan, history = _plan_with_history(result, args)
     except CampaigndError as exc:
         print_problems(result, only_for=args.campaign)
         err.print(f"error: {exc}", markup=False)
         return 1
     if args.json:
-        emit_json(plan.as_json())
+        emit_json({**plan.as_json(), "history": history})
         return 0
+    if history["ok"]:
+        err.print(f"suppressions and contact history: from the {history['source']}", markup=False)
+    elif args.no_database:
+        err.print("suppressions and contact history: not read (--no-database)", markup=False)
+    else:
+        err.print(
+            f"[bold red]WARNING: suppressions and contact history NOT applied — "
+            f"{history['error']}[/bold red]",
+            markup=True,
+        )
+        err.print(
+            "  the counts below ignore the suppression list, exclude_contacted_within and "
+            "exclude_campaigns; the daemon will apply them (--no-database to silence this)",
+            markup=False,
+        )
     _print_plan(plan)
     return 0
+
+
+def _plan_with_history(result: LoadResult, args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """The plan with the daemon's suppressions and history, read from its database read-only;
+    without them (and saying why) when that database cannot be read."""
+    from ..errors import StoreError
+    from ..plan.campaign import build_plan, campaign_or_error
+    from ..queue.database import configured_url
+    from ..queue.lookup import database_history
+
+    now = datetime.now(UTC)
+    if args.no_database:
+        plan = build_plan(result, args.campaign, now=now)
+        return plan, {"ok": False, "source": None, "error": "--no-database was given"}
+    campaign_or_error(result, args.campaign)  # a config problem is told as such, first
+    url = configured_url(result.config.settings.database, result.config.root)
+    try:
+        with database_history(url, root=result.config.root, campaign_id=args.campaign) as h:
+            plan = build_plan(result, args.campaign, now=now, history=h, suppressions=h)
+            return plan, {"ok": True, "source": h.source, "error": None}
+    except StoreError as exc:
+        error = str(exc)
+    plan = build_plan(result, args.campaign, now=now)
+    return plan, {"ok": False, "source": None, "error": error}
 
 
 SAMPLES_SHOWN = 10
@@ -315,6 +353,11 @@ def _finish_text(data: dict[str, Any]) -> str:
 @command("plan", "who receives what and when, before anything is sent")
 def _plan_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("campaign")
+    p.add_argument(
+        "--no-database",
+        action="store_true",
+        help="do not read the daemon's database (suppressions and contact history)",
+    )
     add_json_flag(p)
 
 

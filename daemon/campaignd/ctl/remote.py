@@ -545,3 +545,98 @@ def _campaigns_from_files(args: argparse.Namespace) -> list[dict[str, Any]]:
 @command("campaigns", "every campaign: state, progress, next send, reason")
 def _campaigns_args(p: argparse.ArgumentParser) -> None:
     _add_api_args(p)
+
+
+# ------------------------------------------------------------------ why
+
+
+def cmd_why(args: argparse.Namespace) -> int:
+    from urllib.parse import quote, urlencode
+
+    cid = quote(args.campaign, safe="")
+    query = urlencode({"recipient": args.email})
+    story = _api_or_fail(args, "GET", f"/api/campaigns/{cid}/why?{query}")
+    found = bool(story["messages"] or story["recipient"])
+    if args.json:
+        emit_json({"ok": found, **story})
+        return 0 if found else 1
+    for line in why_lines(story):
+        out.print(line, markup=False)
+    return 0 if found else 1
+
+
+def why_lines(story: dict[str, Any]) -> list[str]:
+    """``campaignctl why``'s text: the recipient's whole story in one campaign — pure, so the
+    wording is tested without a daemon."""
+    lines = [f"{story['address']} in campaign {story['campaign']}:"]
+    sup = story.get("suppression")
+    messages = story["messages"]
+    rc = story.get("recipient")
+    if not messages and rc is None:
+        lines.append(
+            "  nothing recorded: no row of the campaign's lists had this address when it "
+            "enrolled (or enrollment has not run yet) — `campaignctl plan` shows today's lists"
+        )
+    if rc is not None:
+        lines.append(
+            f"  list row {rc['source']}, recorded {rc['enrolled_at']}"
+            + (f", removed from the lists {rc['removed_at']}" if rc.get("removed_at") else "")
+        )
+    for msg in messages:
+        lines.extend(_message_lines(msg))
+    if sup is not None:
+        by = sup["source"] + (f", campaign {sup['campaign_id']}" if sup.get("campaign_id") else "")
+        lines.append(
+            f"  on the suppression list since {sup['created_at']}: {sup['reason']} ({by}) — "
+            "nothing more is sent to this address"
+        )
+    return lines
+
+
+def _message_lines(msg: dict[str, Any]) -> list[str]:
+    edition = f"edition {msg['edition']}, " if msg.get("edition") else ""
+    head = f"  {edition}step {msg['step']}"
+    if msg.get("excluded"):
+        # recorded at enrollment instead of a message: the row and why it was not enrolled
+        shown = f" {msg['email']!r}" if msg["excluded"] in ("invalid", "duplicate") else ""
+        return [
+            f"{head}: {msg['status']} at enrollment {msg['created_at']} — row "
+            f"{msg.get('source') or '?'}{shown}: {msg.get('last_error') or msg['excluded']}"
+        ]
+    status = msg["status"]
+    when = {
+        "sent": msg.get("sent_at"),
+        "queued": msg.get("next_attempt_at"),
+        "deferred": msg.get("next_attempt_at"),
+    }.get(status) or msg.get("updated_at")
+    word = {"queued": "due", "deferred": "next try"}.get(status, "at")
+    parts = [f"{head} (template {msg['template']}): {status} {word} {when}"]
+    if msg.get("service"):
+        parts.append(f"via {msg['service']}")
+    if msg.get("attempts"):
+        parts.append(f"attempts {msg['attempts']}")
+    line = ", ".join(parts)
+    reply = " ".join(
+        str(v) for v in (msg.get("last_code"), msg.get("last_enhanced")) if v is not None
+    )
+    if msg.get("last_error") or reply:
+        line += f" — {(reply + ' ' + (msg.get('last_error') or '')).strip()}"
+    if msg.get("message_id"):
+        line += f" [{msg['message_id']}]"
+    out = [line]
+    for ev in msg.get("events", []):
+        detail = " ".join(
+            str(v) for v in (ev.get("code"), ev.get("enhanced"), ev.get("detail")) if v
+        )
+        out.append(
+            f"      {ev['kind']} {ev['at']} (source {ev['source']})"
+            + (f": {detail}" if detail else "")
+        )
+    return out
+
+
+@command("why", "one recipient's whole story in a campaign: each step, or why not enrolled")
+def _why_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("campaign")
+    p.add_argument("email", help="the address as the list has it (any case)")
+    _add_api_args(p)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
+from typing import cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ..config.model import Campaign, Filters, as_path
@@ -53,6 +54,7 @@ __all__ = [
     "Address",
     "Audience",
     "AudienceReport",
+    "Excluded",
     "History",
     "MemoryHistory",
     "MemorySuppressions",
@@ -111,6 +113,30 @@ class RowProblem:
         return f"{self.source}: {self.address!r}: {self.reason}"
 
 
+@dataclass(frozen=True, slots=True)
+class Excluded:
+    """A row that receives nothing, and why — what enrollment records so that every row of
+    the lists ends in one visible state (``Audience.rows()`` yields these beside recipients)."""
+
+    kind: str
+    """``invalid``, ``duplicate``, ``filtered`` or ``suppressed``."""
+    source: str
+    """``lists/a.csv:12``, as ``Recipient.source``."""
+    address: str
+    """The address as the list wrote it (shortened past 200 characters)."""
+    reason: str
+    """invalid: why not an address; filtered: the filter key (``exclude_domains``,
+    ``match.industry``, ``exclude_contacted_within``, ``exclude_campaigns``); duplicate and
+    suppressed: the kind again (the store knows the details)."""
+    key: str | None = None
+    """The normalized key, for every kind but ``invalid``."""
+    recipient: Recipient | None = None
+    """filtered and suppressed: the row as it would have been enrolled."""
+
+
+EXCLUDED_KINDS = ("invalid", "duplicate", "filtered", "suppressed")
+
+
 @dataclass
 class AudienceReport:
     rows: int = 0
@@ -165,25 +191,34 @@ class Audience:
         return AudienceReport(missing_fields=dict.fromkeys(self.required_fields, 0))
 
     def __iter__(self) -> Iterator[Recipient]:
+        return cast(Iterator[Recipient], self._walk(record=False))
+
+    def rows(self) -> Iterator[Recipient | Excluded]:
+        """Every data row in file order (within each batch of ``BATCH``): the accepted ones as
+        ``Recipient``, the others as ``Excluded`` saying why. Counts as iterating."""
+        return self._walk(record=True)
+
+    def _walk(self, *, record: bool) -> Iterator[Recipient | Excluded]:
         report = self.report = self._new_report()
         files = [open_list(name, as_path(self.root, name)) for name in self.campaign.audience]
         seen = _Seen()
-        batch: list[tuple[Recipient, bool]] = []
+        batch: list[tuple[Recipient, bool] | Excluded] = []
         for index, lf in enumerate(files):
             report.columns.extend(c for c in lf.columns if c not in report.columns)
-            for candidate in self._candidates(index, files, seen):
+            for candidate in self._candidates(index, files, seen, record=record):
                 batch.append(candidate)
                 if len(batch) >= BATCH:
-                    yield from self._settle(batch)
+                    yield from self._settle(batch, record=record)
                     batch = []
-        yield from self._settle(batch)
+        yield from self._settle(batch, record=record)
         report.complete = True
 
     def _candidates(
-        self, index: int, files: list[ListFile], seen: _Seen
-    ) -> Iterator[tuple[Recipient, bool]]:
+        self, index: int, files: list[ListFile], seen: _Seen, *, record: bool
+    ) -> Iterator[tuple[Recipient, bool] | Excluded]:
         """The valid, first-seen rows of one file that pass the filters needing no history,
-        each with whether its timezone column holds something that is not a zone."""
+        each with whether its timezone column holds something that is not a zone; with
+        ``record``, also the rows dropped here, as ``Excluded``."""
         # The hot loop of a million-row plan: names are bound to locals on purpose.
         lf, report = files[index], self.report
         name = lf.name
@@ -198,16 +233,20 @@ class Audience:
                     report.invalid += 1
                     if len(invalid_rows) < SAMPLES:
                         invalid_rows.append(RowProblem(f"{name}:{line}", text, _LONG_LINE))
+                    if record:
+                        yield Excluded("invalid", f"{name}:{line}", text, _LONG_LINE)
                     continue
                 try:
                     key, email, smtp_address, domain = address_parts(text)
                 except EmailNotValidError as exc:
                     report.invalid += 1
-                    if len(invalid_rows) < SAMPLES:
+                    if len(invalid_rows) < SAMPLES or record:
                         shown = text if len(text) <= _SHOWN else text[:_SHOWN] + "…"
-                        invalid_rows.append(
-                            RowProblem(f"{name}:{line}", shown, explain_invalid(text, exc))
-                        )
+                        why = explain_invalid(text, exc)
+                        if len(invalid_rows) < SAMPLES:
+                            invalid_rows.append(RowProblem(f"{name}:{line}", shown, why))
+                        if record:
+                            yield Excluded("invalid", f"{name}:{line}", shown, why)
                     continue
                 digest = address_digest(key)
                 if not seen.add(digest, index, line):
@@ -218,6 +257,10 @@ class Audience:
                         duplicate_rows.append(
                             RowProblem(f"{name}:{line}", text, "duplicate", first)
                         )
+                    if record:
+                        # Where it was first seen is the store's to say (the first row's
+                        # source): a lookup here would scan the whole list for every duplicate.
+                        yield Excluded("duplicate", f"{name}:{line}", text, "duplicate", key)
                     continue
                 if "" in fields.values():
                     # An empty cell is a missing field (SPEC §3): absent from the row, a
@@ -226,6 +269,14 @@ class Audience:
                 fields["email"] = email
                 if check is not None and (reason := check(domain, fields)) is not None:
                     report.filter(reason)
+                    if record:
+                        zone_text = fields.get(tz_column, "") if tz_column else ""
+                        zone = _zone(zone_text) if zone_text else None
+                        source = f"{name}:{line}"
+                        recipient = Recipient(
+                            key, email, smtp_address, domain, fields, source, zone
+                        )
+                        yield Excluded("filtered", source, text, reason, key, recipient)
                     continue
                 zone_text = fields.get(tz_column, "") if tz_column else ""
                 zone = _zone(zone_text) if zone_text else None
@@ -235,13 +286,17 @@ class Audience:
         finally:
             report.rows += rows
 
-    def _settle(self, batch: list[tuple[Recipient, bool]]) -> Iterator[Recipient]:
-        """Apply suppressions and the history rules to a batch; yield what remains."""
+    def _settle(
+        self, batch: list[tuple[Recipient, bool] | Excluded], *, record: bool
+    ) -> Iterator[Recipient | Excluded]:
+        """Apply suppressions and the history rules to a batch; yield what remains (with
+        ``record``, the batch's exclusions too, in order)."""
         if not batch:
             return
         report = self.report
-        keys = [r.key for r, _ in batch]
-        out = self.suppressions.suppressed(keys)
+        keys = [item[0].key for item in batch if not isinstance(item, Excluded)]
+        out = self.suppressions.suppressed(keys) if keys else set()
+        suppressed = set(out)
         report.suppressed += sum(1 for k in keys if k in out)
         filters = self.campaign.filters
         rules: list[tuple[str, Callable[[list[str]], set[str]]]] = []
@@ -253,15 +308,27 @@ class Audience:
         if filters.exclude_campaigns:
             ids = list(filters.exclude_campaigns)
             rules.append(("exclude_campaigns", lambda ks: self.history.received_campaigns(ks, ids)))
+        why: dict[str, str] = {}
         for reason, rule in rules:
             remaining = [k for k in keys if k not in out]
             hits = rule(remaining) if remaining else set()
             for k in remaining:
                 if k in hits:
                     report.filter(reason)
+                    why[k] = reason
             out |= hits
-        for recipient, bad_zone in batch:
+        for item in batch:
+            if isinstance(item, Excluded):
+                yield item
+                continue
+            recipient, bad_zone = item
             if recipient.key in out:
+                if record:
+                    kind = "suppressed" if recipient.key in suppressed else "filtered"
+                    reason = why.get(recipient.key, kind)
+                    yield Excluded(
+                        kind, recipient.source, recipient.email, reason, recipient.key, recipient
+                    )
                 continue
             report.accepted += 1
             report.invalid_timezones += bad_zone

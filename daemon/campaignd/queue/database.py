@@ -10,6 +10,8 @@ with "database is locked".
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,23 @@ _MIGRATION_LOCK = 0x63616D70  # any constant: the PostgreSQL advisory lock id fo
 
 SQLITE_DRIVERS = {"sqlite", "sqlite+aiosqlite"}
 POSTGRES_DRIVERS = {"postgresql", "postgresql+asyncpg"}
+
+
+def state_dir(root: Path, environ: Mapping[str, str] = os.environ) -> Path:
+    """systemd's StateDirectory= if set, else state/ under the config root."""
+    env = environ.get("STATE_DIRECTORY")
+    return Path(env.split(":")[0]) if env else root / "state"
+
+
+def configured_url(database: str, root: Path, environ: Mapping[str, str] = os.environ) -> str:
+    """The database the daemon uses: $CAMPAIGND_DATABASE, else ``database:`` (``database``).
+    Under systemd the default relative SQLite path ``state/…`` lands in StateDirectory=, since
+    the config root is read-only there. The daemon and ``campaignctl plan`` both ask here."""
+    url = environ.get("CAMPAIGND_DATABASE") or database
+    prefix = "sqlite:///state/"
+    if environ.get("STATE_DIRECTORY") and url.startswith(prefix):
+        return f"sqlite:///{state_dir(root, environ) / url[len(prefix) :]}"
+    return url
 
 
 def normalize_url(url: str, *, root: Path) -> URL:

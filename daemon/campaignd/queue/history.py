@@ -79,6 +79,48 @@ async def received_campaigns(
     return await _matching(conn, keys, m.c.recipient, cond)
 
 
+async def suppression_rows(conn: AsyncConnection, keys: Sequence[str]) -> dict[str, SuppressionRow]:
+    """The suppression-list rows of those of ``keys`` on it, by normalized key."""
+    out: dict[str, SuppressionRow] = {}
+    for part in _key_chunks(keys):
+        for row in await conn.execute(sa.select(s).where(s.c.key.in_(list(part)))):
+            out[row.key] = SuppressionRow(**row._mapping)
+    return out
+
+
+async def last_contacts(
+    conn: AsyncConnection,
+    keys: Sequence[str],
+    *,
+    since: float | datetime | None = None,
+    campaign_ids: Collection[str] | None = None,
+    exclude_campaign: str | None = None,
+) -> dict[str, tuple[str, float]]:
+    """For each of ``keys`` sent a message (since ``since``, of ``campaign_ids``, not of
+    ``exclude_campaign``): the campaign of the latest such send and when — the detail an
+    ``exclude_contacted_within`` or ``exclude_campaigns`` exclusion records."""
+    cond: sa.ColumnElement[bool] = m.c.sent_at.is_not(None)
+    if since is not None:
+        cond = sa.and_(cond, m.c.sent_at >= epoch(since))
+    if campaign_ids is not None:
+        cond = sa.and_(cond, m.c.campaign_id.in_(list(campaign_ids)))
+    if exclude_campaign is not None:
+        cond = sa.and_(cond, m.c.campaign_id != exclude_campaign)
+    out: dict[str, tuple[str, float]] = {}
+    for part in _key_chunks(keys):
+        rows = await conn.execute(
+            sa.select(m.c.recipient, m.c.campaign_id, sa.func.max(m.c.sent_at))
+            .where(m.c.recipient.in_(list(part)), cond)
+            .group_by(m.c.recipient, m.c.campaign_id)
+        )
+        found: Sequence[Any] = rows.all()
+        for key, cid, at in found:
+            k, t = str(key), float(at)
+            if k not in out or t > out[k][1]:
+                out[k] = (str(cid), t)
+    return out
+
+
 async def list_suppressions(
     conn: AsyncConnection, *, after: str | None, limit: int
 ) -> list[SuppressionRow]:

@@ -42,6 +42,22 @@ class RecipientIn:
 
 
 @dataclass(frozen=True, slots=True)
+class ExclusionIn:
+    """A list row enrollment records without enrolling it: its recipient row (under its
+    address key, or an exclusion key for invalid and duplicate rows — ``accounting``) and
+    the step-1 message that says why."""
+
+    recipient: RecipientIn
+    template: str
+    status: str
+    """``skipped`` or ``suppressed``."""
+    excluded: str
+    """``invalid``, ``duplicate``, ``filtered`` or ``suppressed``."""
+    reason: str
+    """For the operator, kept as the message's ``last_error``."""
+
+
+@dataclass(frozen=True, slots=True)
 class CampaignRow:
     id: str
     state: str
@@ -138,9 +154,21 @@ class MessageRow:
     unsubscribed_at: float | None
     complained_at: float | None
     bounced_at: float | None
+    excluded: str | None = None
+    """Why enrollment recorded this row without enrolling it (``invalid``, ``duplicate``,
+    ``filtered``, ``suppressed``); None for an enrolled recipient's message."""
+    source: str | None = None
+    """The list row the recipient came from (``lists/a.csv:12``)."""
 
     def as_dict(self) -> dict[str, Any]:
         return _as_dict(self)
+
+
+AUDIENCE_KEYS = ("rows", "invalid", "duplicates", "filtered", "suppressed", "enrolled")
+"""The ``audience`` block of a campaign summary: list rows recorded at enrollment (step 1 of
+every edition), by what became of them."""
+_AUDIENCE_OF = {"invalid": "invalid", "duplicate": "duplicates", "filtered": "filtered",
+                "suppressed": "suppressed"}  # fmt: skip
 
 
 def _zero() -> dict[str, int]:
@@ -159,9 +187,25 @@ class CampaignCounts:
     """Statuses and event counters of the whole campaign (no ``total`` key)."""
     by_step: Mapping[int, Mapping[str, int]]
     by_template: Mapping[str, Mapping[str, int]]
+    audience: Mapping[str, int] = field(default_factory=lambda: dict.fromkeys(AUDIENCE_KEYS, 0))
+    """``AUDIENCE_KEYS`` → rows (see ``audience_of``)."""
+
+    @staticmethod
+    def audience_of(step_one: list[tuple[str | None, int]]) -> dict[str, int]:
+        """The audience block from (excluded kind or None, step-1 messages) groups."""
+        out = dict.fromkeys(AUDIENCE_KEYS, 0)
+        for kind, n in step_one:
+            out["rows"] += n
+            out[_AUDIENCE_OF.get(kind, "enrolled") if kind else "enrolled"] += n
+        return out
 
     @classmethod
-    def tally(cls, rows: list[tuple[int, str, str, int, dict[str, int]]]) -> CampaignCounts:
+    def tally(
+        cls,
+        rows: list[tuple[int, str, str, int, dict[str, int]]],
+        *,
+        audience: Mapping[str, int] | None = None,
+    ) -> CampaignCounts:
         """From (step, template, status, messages, event counters) groups."""
         whole = _zero()
         by_step: dict[int, dict[str, int]] = {}
@@ -182,15 +226,18 @@ class CampaignCounts:
             counts=whole,
             by_step=dict(sorted(by_step.items())),
             by_template=dict(sorted(by_template.items())),
+            audience=dict(audience) if audience is not None else dict.fromkeys(AUDIENCE_KEYS, 0),
         )
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-ready: ``total``, ``counts``, ``by_step`` (keys as strings), ``by_template``."""
+        """JSON-ready: ``total``, ``counts``, ``by_step`` (keys as strings), ``by_template``,
+        ``audience``."""
         return {
             "total": self.total,
             "counts": dict(self.counts),
             "by_step": {str(k): dict(v) for k, v in self.by_step.items()},
             "by_template": {k: dict(v) for k, v in self.by_template.items()},
+            "audience": dict(self.audience),
         }
 
 
@@ -241,12 +288,14 @@ class EventIn:
 
 
 __all__ = [
+    "AUDIENCE_KEYS",
     "EVENT_COLUMNS",
     "EVENT_COUNTERS",
     "CampaignCounts",
     "CampaignRow",
     "Claimed",
     "EventIn",
+    "ExclusionIn",
     "MessageRow",
     "Outcome",
     "RecipientIn",

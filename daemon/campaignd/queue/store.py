@@ -59,15 +59,18 @@ from .rows import (
     CampaignRow,
     Claimed,
     EventIn,
+    ExclusionIn,
     MessageRow,
     Outcome,
     RecipientIn,
     SuppressionRow,
 )
+from .rows import iso as iso_time
 from .tables import (
     CAMPAIGN_STATES,
     DUE_STATUSES,
     EVENT_COLUMNS,
+    EXCLUDED_KINDS,
     FINAL_STATES,
     PENDING_STATUSES,
     campaigns,
@@ -85,6 +88,7 @@ __all__ = [
     "CampaignRow",
     "Claimed",
     "EventIn",
+    "ExclusionIn",
     "HistorySnapshot",
     "MessageRow",
     "Outcome",
@@ -511,6 +515,81 @@ class Store:
                 )
                 created += len(rows.all())
         return created
+
+    @_patient()
+    async def record_exclusions(
+        self, campaign_id: str, edition: int, items: Sequence[ExclusionIn]
+    ) -> int:
+        """Record list rows enrollment did not enroll: each one's recipient row and a step-1
+        message in its final status (``skipped``/``suppressed``) with ``excluded`` and the
+        reason, in one transaction. Idempotent like ``enqueue``; returns how many are new."""
+        for item in items:
+            if item.status not in ENQUEUE_STATUSES - {"queued"} or item.excluded not in (
+                EXCLUDED_KINDS
+            ):
+                raise ValueError(
+                    f"exclusion of {item.recipient.source}: status {item.status!r}, kind "
+                    f"{item.excluded!r} — use skipped/suppressed and one of {EXCLUDED_KINDS}"
+                )
+        if not items:
+            return 0
+        now = self.clock()
+        async with self._tx() as conn:
+            rt = recipients_table
+            await conn.execute(
+                insert(conn, rt).on_conflict_do_nothing(),
+                [
+                    {
+                        "campaign_id": campaign_id,
+                        "key": x.recipient.key,
+                        "email": x.recipient.email,
+                        "smtp_address": x.recipient.smtp_address,
+                        "domain": x.recipient.domain,
+                        "fields": json.dumps(dict(x.recipient.fields), ensure_ascii=False),
+                        "timezone": x.recipient.timezone,
+                        "source": x.recipient.source,
+                        "enrolled_at": now,
+                    }
+                    for x in items
+                ],
+            )
+            rows = await conn.execute(
+                insert(conn, m).on_conflict_do_nothing().returning(m.c.id),
+                [
+                    {
+                        "campaign_id": campaign_id,
+                        "edition": edition,
+                        "step": 1,
+                        "recipient": x.recipient.key,
+                        "template": x.template,
+                        "status": x.status,
+                        "attempts": 0,
+                        "next_attempt_at": None,
+                        "last_error": x.reason,
+                        "excluded": x.excluded,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                    for x in items
+                ],
+            )
+            return len(rows.all())
+
+    @_patient()
+    async def first_sources(self, campaign_id: str, keys: Sequence[str]) -> dict[str, str]:
+        """Where each of ``keys`` was first read for this campaign (its recipient row's
+        ``file:line``): what a duplicate row duplicates."""
+        found: dict[str, str] = {}
+        rt = recipients_table
+        async with self._read() as conn:
+            for part in _batches(keys, leases.CHUNK):
+                rows = await conn.execute(
+                    sa.select(rt.c.key, rt.c.source).where(
+                        rt.c.campaign_id == campaign_id, rt.c.key.in_(part)
+                    )
+                )
+                found.update((str(k), str(src)) for k, src in rows)
+        return found
 
     @_patient()
     async def remove_recipients(self, campaign_id: str, keys: Sequence[str], *, at: Time) -> int:
@@ -1063,6 +1142,40 @@ class Store:
             after = rows[-1].id
 
     @_patient()
+    async def story(self, campaign_id: str, address: str, *, limit: int = 1000) -> dict[str, Any]:
+        """Everything the campaign holds about ``address`` (``campaignctl why``): its
+        recipient rows (its own and those of invalid or duplicate rows that wrote it), every
+        message of every edition and step with its events, and its suppression. JSON-ready."""
+        key = normalize_key(address)
+        async with self._read() as conn:
+            rows = await reports.page(conn, campaign_id, recipient=address, limit=limit)
+            events_ = await reports.events_of(conn, [r.id for r in rows])
+            recipient = await reports.recipient_row(conn, campaign_id, key)
+            suppression = (await history.suppression_rows(conn, [key])).get(key)
+        by_message: dict[int, list[dict[str, Any]]] = {}
+        for ev in events_:
+            by_message.setdefault(ev.pop("message"), []).append({**ev, "at": iso_time(ev["at"])})
+        return {
+            "campaign": campaign_id,
+            "address": address,
+            "key": key,
+            "recipient": (
+                {
+                    **recipient,
+                    "enrolled_at": iso_time(recipient["enrolled_at"]),
+                    "removed_at": iso_time(recipient["removed_at"]),
+                }
+                if recipient is not None
+                else None
+            ),
+            "suppression": suppression.as_dict() if suppression is not None else None,
+            "messages": [
+                {**r.as_dict(), "events": by_message.get(r.id, [])}
+                for r in sorted(rows, key=lambda r: (r.edition, r.step, r.id))
+            ],
+        }
+
+    @_patient()
     async def get_message(self, message: int) -> MessageRow | None:
         async with self._read() as conn:
             row = (await conn.execute(reports.MESSAGE_SELECT.where(m.c.id == message))).first()
@@ -1160,6 +1273,35 @@ class Store:
             return set()
         async with self._read() as conn:
             return await history.suppressed(conn, keys)
+
+    @_patient()
+    async def suppression_rows(self, keys: Sequence[str]) -> dict[str, SuppressionRow]:
+        """The suppression-list rows of those of ``keys`` on it (by normalized key)."""
+        if not keys:
+            return {}
+        async with self._read() as conn:
+            return await history.suppression_rows(conn, keys)
+
+    @_patient()
+    async def last_contacts(
+        self,
+        keys: Sequence[str],
+        *,
+        since: Time | None = None,
+        campaign_ids: Collection[str] | None = None,
+        exclude_campaign: str | None = None,
+    ) -> dict[str, tuple[str, float]]:
+        """key → (campaign, sent at) of its latest send matching the arguments."""
+        if not keys:
+            return {}
+        async with self._read() as conn:
+            return await history.last_contacts(
+                conn,
+                keys,
+                since=since,
+                campaign_ids=campaign_ids,
+                exclude_campaign=exclude_campaign,
+            )
 
     @_patient()
     async def list_suppressions(

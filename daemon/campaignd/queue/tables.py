@@ -36,6 +36,9 @@ EVENT_COLUMNS = {
     "bounced": "bounced_at",
 }
 """Event kinds that leave a first-seen time on their message row (for counters and ``unless``)."""
+EXCLUDED_KINDS = ("invalid", "duplicate", "filtered", "suppressed")
+"""Why enrollment did not enroll a list row (``messages.excluded``); the row's status is
+``suppressed`` for the suppression list, ``skipped`` otherwise."""
 
 metadata = sa.MetaData(
     naming_convention={
@@ -126,6 +129,9 @@ messages = sa.Table(
     sa.Column("unsubscribed_at", Time),
     sa.Column("complained_at", Time),
     sa.Column("bounced_at", Time),
+    # Set on the step-1 rows enrollment records for list rows it did not enroll: invalid,
+    # duplicate, filtered or suppressed (their status is skipped or suppressed, never sent).
+    sa.Column("excluded", sa.Text),
     # One message per (campaign, edition, step, recipient). The recipient comes second so this
     # index also serves the foreign key below (deleting recipients stays linear on PostgreSQL).
     sa.UniqueConstraint("campaign_id", "recipient", "edition", "step"),

@@ -46,6 +46,7 @@ from ..delivery.servicetest import ServiceTestReport, test_service
 from ..delivery.smtp import SmtpPool, Transport
 from ..delivery.worker import Dispatcher
 from ..errors import CampaigndError
+from ..queue import database as queue_database
 from ..queue.rows import CampaignRow
 from ..queue.store import Store
 from ..render.compose import Composer
@@ -73,19 +74,13 @@ PROGRESS_EVERY = 10.0  # seconds between the journald progress lines of busy cam
 
 def state_dir(root: Path) -> Path:
     """systemd's StateDirectory= if set, else state/ under the config root."""
-    env = os.environ.get("STATE_DIRECTORY")
-    return Path(env.split(":")[0]) if env else root / "state"
+    return queue_database.state_dir(root)
 
 
 def database_url(config: Config) -> str:
-    """$CAMPAIGND_DATABASE, else ``database:``. Under systemd the default relative SQLite path
-    ``state/…`` lands in StateDirectory=, since the config root is read-only there."""
-    url = os.environ.get("CAMPAIGND_DATABASE") or config.settings.database
-    env = os.environ.get("STATE_DIRECTORY")
-    prefix = "sqlite:///state/"
-    if env and url.startswith(prefix):
-        return f"sqlite:///{state_dir(config.root) / url[len(prefix) :]}"
-    return url
+    """$CAMPAIGND_DATABASE, else ``database:`` (``queue.database.configured_url``, which
+    ``campaignctl plan`` uses too, so both open the same database)."""
+    return queue_database.configured_url(config.settings.database, config.root)
 
 
 def listen_address(config: Config) -> str:

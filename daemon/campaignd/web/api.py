@@ -131,6 +131,21 @@ async def messages(request: web.Request) -> web.Response:
     )
 
 
+async def why(request: web.Request) -> web.Response:
+    """GET /api/campaigns/{id}/why?recipient=EMAIL: everything the campaign holds about one
+    recipient — each message (edition, step, status, times, service, reply) with its events,
+    the list row, why it was not enrolled, its suppression (``campaignctl why``)."""
+    view = request.app[DAEMON]
+    assert view.store is not None
+    cid = _campaign_id(request)
+    recipient = _filters(request)["recipient"]
+    if recipient is None:
+        return error(400, "recipient= is required: the address to explain")
+    if not await _known(view, cid):
+        return error(404, f"no campaign {cid!r}")
+    return json_response(await view.store.story(cid, recipient))
+
+
 async def log_csv(request: web.Request) -> web.StreamResponse:
     """The messages as CSV, streamed page by page (constant memory at any size)."""
     view = request.app[DAEMON]
@@ -256,6 +271,7 @@ def make_app(view: DaemonView) -> web.Application:
     app.router.add_delete("/api/campaigns/{id}", delete)
     app.router.add_get("/api/campaigns/{id}/messages", messages)
     app.router.add_get("/api/campaigns/{id}/log.csv", log_csv)
+    app.router.add_get("/api/campaigns/{id}/why", why)
     for action in ("pause", "resume", "stop"):
         app.router.add_post(f"/api/campaigns/{{id}}/{action}", _action(action))
     app.router.add_post("/api/campaigns/{id}/retry", retry)

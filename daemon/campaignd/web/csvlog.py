@@ -42,8 +42,12 @@ COLUMNS: Final = (
     "unsubscribed_at",
     "complained_at",
     "bounced_at",
+    "excluded",
+    "source",
 )
-"""The header row; times are ISO-8601 UTC, empty when not reached."""
+"""The header row; times are ISO-8601 UTC, empty when not reached. ``excluded`` says why
+enrollment did not enroll the row (invalid, duplicate, filtered, suppressed; ``last_error``
+has the detail), ``source`` is the list row (``lists/a.csv:12``)."""
 
 # Spreadsheets run a cell that starts with one of these as a formula (CSV injection, OWASP):
 # "=HYPERLINK(…)" in a bounce text or a list's name column must stay text. A leading

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .. import __version__
-from ..queue.rows import EVENT_COUNTERS
+from ..queue.rows import AUDIENCE_KEYS, EVENT_COUNTERS
 from .common import iso
 from .eta import estimate_finish
 from .ports import DaemonView
@@ -54,6 +54,7 @@ async def summary(view: DaemonView, campaign_id: str) -> dict[str, Any] | None:
             "counts": dict.fromkeys((*STATUSES, *EVENT_COUNTERS), 0),
             "by_step": {},
             "by_template": {},
+            "audience": dict.fromkeys(AUDIENCE_KEYS, 0),
             "progress": 0.0,
             "send_rate": None,
             "eta": None,
