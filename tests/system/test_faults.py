@@ -59,3 +59,25 @@ def test_a_postgresql_outage_mid_send_is_weather(
     assert len(got) + counts["uncertain"] >= 60
     assert set(got.values()) == {1}
     assert "usable again" in daemon.log()
+
+
+def test_a_killed_daemons_claims_go_to_the_survivor_within_the_heartbeat_timeout(
+    tmp_path: Path, smtp: RecordingServer, make_daemon: MakeDaemon, pg_cluster: Cluster
+) -> None:
+    """Two daemons on one PostgreSQL; one is SIGKILLed mid-send. The survivor settles its
+    claims once its heartbeat is stale (~30 s, not the 600 s lease): rows it had not started
+    are sent by the survivor, the ones it was sending are uncertain, nothing is sent twice."""
+    url = asyncio.run(pg_cluster.create_database())
+    root = basic_root(tmp_path, smtp.port, recipients=60, service_extra="rate: 4/second\n")
+    first = make_daemon(root, database=url).start()
+    wait_for("the first daemon to send", lambda: len(smtp.messages) >= 3)
+    second = make_daemon(root, database=url).start()
+    first.kill()
+    summary = second.wait_state("news", "completed", timeout=150)
+    counts = summary["counts"]
+    got = Counter(r for m in smtp.messages for r in m.rcpt_tos)
+    assert counts["sending"] == 0 and counts["queued"] == 0
+    assert counts["uncertain"] <= 2  # at most the dead daemon's sessions in flight
+    assert len(got) + counts["uncertain"] >= 60  # nothing lost
+    assert set(got.values()) == {1}  # nothing sent twice
+    assert "stopped sending heartbeats" in second.log()
