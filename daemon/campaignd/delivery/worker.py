@@ -32,6 +32,7 @@ from .conditions import Conditions, park_until
 from .dkim import signer_for as dkim_signer_for
 from .limits import Limiter
 from .retry import next_retry
+from .shared import SharedLimits
 from .smtp import ConnectionFailed, Envelope, SmtpPool, Transport
 from .throttle import Throttle, recognise
 
@@ -111,6 +112,9 @@ class Dispatcher:
     stats: DeliveryStats = field(default_factory=DeliveryStats)
     on_progress: Callable[[], None] | None = None
     """Called on every pass of the claim loop (the runtime's supervisor watches it)."""
+    shared: SharedLimits | None = None
+    """PostgreSQL: paces, quotas and the warm-up cap shared with the other daemons on the
+    database; None (SQLite, one daemon): the limiter alone."""
 
     def __post_init__(self) -> None:
         self._wake = asyncio.Event()
@@ -405,8 +409,17 @@ class Dispatcher:
             while True:
                 if self._stopping or msg.campaign_id not in self.active:
                     raise _Declined(self.clock())
+                if self.shared is not None:
+                    await self.shared.refresh(sid, msg.campaign_id)
                 now = self.clock()
                 at = self.limiter.check(sid, msg.domain, msg.campaign_id, now)
+                if at <= now and self.shared is not None:
+                    # The in-process check held quotas, the cap and our own pace; the pace
+                    # every daemon shares is the database's.
+                    later = await self.shared.take(sid, msg.domain, msg.campaign_id)
+                    now = self.clock()
+                    if later is not None:
+                        at = max(later, now + 0.001)
                 if at <= now:
                     self.limiter.record(sid, msg.domain, msg.campaign_id, now)
                     permit.taken_at = now

@@ -41,7 +41,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..errors import StoreError
-from . import faults, feedback, history, hot, leases, outcomes, reports, states
+from . import faults, feedback, history, hot, leases, outcomes, paces, reports, states
 from .batcher import BatchStats, GroupCommit
 from .database import (
     BUSY_TIMEOUT_MS,
@@ -1173,6 +1173,48 @@ class Store:
     async def sent_on_day(self, service: str, day: date) -> int:
         async with self._read() as conn:
             return await history.sent_on_day(conn, service, day)
+
+    # ------------------------------------------------------------ limits shared (PostgreSQL)
+
+    @property
+    def shares_limits(self) -> bool:
+        """Whether several daemons may send from this database (PostgreSQL), so paces, quotas
+        and the warm-up cap must be taken from it rather than kept in process alone."""
+        return self.dialect == "postgresql"
+
+    @_patient()
+    async def take_paces(
+        self, wants: Sequence[paces.W], decide: paces.Decide[paces.W]
+    ) -> float | None:
+        """One permit of every pace in ``wants`` (``delivery.limits.PaceWant``), all or none,
+        in one short transaction at the database's clock; ``decide`` is the limiter's GCRA.
+        None if taken, else the time (this process's clock) to ask again. PostgreSQL only."""
+        if not self.shares_limits:
+            raise StoreError("shared paces need PostgreSQL; SQLite keeps them in process")
+        if not wants:
+            return None
+        async with self.engine.begin() as conn:
+            wait = await paces.take_now(conn, wants, decide)
+        return None if wait is None else self.clock() + wait
+
+    @_patient()
+    async def accepted_use(
+        self,
+        *,
+        service: str | None = None,
+        campaign: str | None = None,
+        windows: Sequence[float] = (),
+        now: Time,
+        day: date | None = None,
+    ) -> tuple[dict[float, tuple[int, list[float]]], int | None]:
+        """Every daemon's accepted messages of a service or a campaign (``paces.accepted_use``):
+        per quota window, (count, oldest times); with ``day``, the service's count that day."""
+        if (service is None) == (campaign is None):
+            raise ValueError("accepted_use: name a service or a campaign")
+        async with self._read() as conn:
+            return await paces.accepted_use(
+                conn, service=service, campaign=campaign, windows=windows, now=epoch(now), day=day
+            )
 
     # ------------------------------------------------------------ feedback (events.py, guards)
 

@@ -42,6 +42,7 @@ from ..config.secrets import resolve_secret
 from ..delivery.limits import Limiter
 from ..delivery.outbox import OutboxTransport
 from ..delivery.servicetest import ServiceTestReport, test_service
+from ..delivery.shared import SharedLimits
 from ..delivery.smtp import SmtpPool, Transport
 from ..delivery.worker import Dispatcher
 from ..errors import CampaigndError
@@ -346,6 +347,8 @@ class Daemon:
                 on_auto_pause=self._auto_pause,
                 stats=self.stats,
                 on_progress=lambda: self.supervisor.progress("dispatcher"),
+                # Other daemons may send from a PostgreSQL database: limits are shared there.
+                shared=SharedLimits(store, self.limiter) if store.shares_limits else None,
             )
             # The clock only rings alarms; the conductor derives them from config + database
             # on every pass, so a restart or reload needs no job store of its own.
