@@ -50,10 +50,6 @@ OBSERVE = 10.0  # seconds of starts an unpaced sender's current rate is measured
 # depends on their replies): look again this soon.
 RECHECK = 0.5
 LATE = 0.02  # at most this much of a late permit is forgiven (see Gcra.take)
-# Shared quotas (PostgreSQL): our own acceptances this recent may not be in a view read from
-# the database yet (the outcome commits just after the reply), so they are counted on top —
-# at worst twice for a moment, never not at all.
-SLACK = 1.0
 
 
 # ---------------------------------------------------------------- state pieces
@@ -259,8 +255,9 @@ class _Limit:
     adaptive: Adaptive | None = None
     recent: deque[float] = field(default_factory=deque)  # starts of the last OBSERVE s
     shared: SharedUse | None = None  # PostgreSQL: every daemon's acceptances, read lately
-    # Our acceptances since shortly before ``shared.as_of`` (what the view may lack).
-    own: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))
+    # Our acceptances a shared view may lack: (accepted at, when its outcome committed —
+    # None until then). One committed before a view was read is in it.
+    own: list[list[float | None]] = field(default_factory=list)
 
     def retune(self, rates: Sequence[Rate]) -> None:
         pace, quotas = split_rates(rates)
@@ -310,13 +307,18 @@ class _Limit:
         assert sh is not None
         count, oldest = sh.windows.get(quota.per_seconds, (0, ()))
         gone = bisect.bisect_right(oldest, now - quota.per_seconds)
-        mine = sum(1 for t in self.own if t + quota.per_seconds > now)
+        mine = sum(1 for t, _ in self.own if t is not None and t + quota.per_seconds > now)
         return max(count - gone, 0) + mine, oldest[gone:]
 
     def share(self, use: SharedUse) -> None:
         self.shared = use
-        while self.own and self.own[0] < use.as_of - SLACK:
-            self.own.popleft()
+        self.own = [e for e in self.own if e[1] is None or e[1] >= use.as_of]
+
+    def committed(self, accepted_at: float, now: float) -> None:
+        for entry in self.own:
+            if entry[0] == accepted_at and entry[1] is None:
+                entry[1] = now
+                return
 
     def take(self, rates: Sequence[Rate], now: float) -> None:
         pace, _ = split_rates(rates)
@@ -605,7 +607,9 @@ class Limiter:
         if sh is None or sh.today is None:
             return state.daily.get(today, 0)
         before = sh.today if sh.day == today else 0
-        return before + sum(1 for t in state.limit.own if self._day(t) == today)
+        return before + sum(
+            1 for t, _ in state.limit.own if t is not None and self._day(t) == today
+        )
 
     def record(self, service_id: str, domain: str, campaign_id: str, now: float) -> None:
         """Take the permit: one transaction starts now (whatever ``check`` said). Answer it
@@ -622,6 +626,16 @@ class Limiter:
         campaign = self._campaign(campaign_id)
         if campaign is not None:
             campaign.take(self._campaign_rates(campaign_id), now)
+
+    def committed(self, service_id: str, campaign_id: str, accepted_at: float, now: float) -> None:
+        """Sharing: the acceptance ``settle`` counted at ``accepted_at`` is in the database as of
+        ``now``, so a shared view read after ``now`` holds it (and it stops counting on top)."""
+        if not self.sharing:
+            return
+        self._service(service_id).limit.committed(accepted_at, now)
+        campaign = self._campaigns.get(campaign_id)
+        if campaign is not None:
+            campaign.committed(accepted_at, now)
 
     def _recent_domain(self, service_id: str, domain: str, now: float) -> None:
         recent = self._service(service_id).recent_domains
@@ -643,7 +657,7 @@ class Limiter:
             if state.first_day is None:
                 state.first_day = today
             if self.sharing:
-                state.limit.own.append(now)
+                state.limit.own.append([now, None])
         shaped = self._domains.get((service_id, domain))
         if shaped is not None:
             shaped.settle(now, accepted)
@@ -651,7 +665,7 @@ class Limiter:
         if campaign is not None:
             campaign.settle(now, accepted)
             if accepted and self.sharing:
-                campaign.own.append(now)
+                campaign.own.append([now, None])
 
     def throttled(
         self, service_id: str, domain: str, now: float, *, started: float, reason: str

@@ -385,6 +385,10 @@ class Dispatcher:
                 # Committed before the slot frees, so a crash leaves at most max_connections
                 # messages per service uncertain — never a backlog of unrecorded sends.
                 await self.store.record([outcome])
+                if outcome.status == "sent" and outcome.service is not None:
+                    self.limiter.committed(
+                        outcome.service, msg.campaign_id, outcome.at, self.clock()
+                    )
                 self._track(msg, outcome)
                 # /metrics and the summaries' send rate (in-memory only; the row is the truth)
                 self.stats.attempt(msg.campaign_id, msg.recipient, outcome, took)

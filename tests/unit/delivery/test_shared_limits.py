@@ -65,12 +65,19 @@ def test_a_shared_view_counts_every_daemons_acceptances_for_the_warmup_cap() -> 
     lim.settle("s", "x.org", "c", T + 0.4, accepted=True)
     assert lim.check("s", "x.org", "c", T + 0.5) > T + 3600  # full until local midnight
     assert lim.snapshot(T + 0.5)["services"]["s"]["sent_today"] == 10
-    # A fresh view that already holds our two replaces them (the slack counts them twice for
-    # a moment: at worst too careful, never over).
-    lim.share("service:s", SharedUse(T + 1, {}, 10, today))
-    assert lim.shared_room("service:s", T + 1) == -2
-    lim.share("service:s", SharedUse(T + 5, {}, 10, today))
-    assert lim.shared_room("service:s", T + 5) == 0  # older than the slack: counted once
+    # Our two count on top of a view until their outcomes are committed before it was read;
+    # then the view holds them and they count once.
+    lim.share("service:s", SharedUse(T + 1, {}, 8, today))
+    assert lim.shared_room("service:s", T + 1) == 0
+    lim.committed("s", "c", T + 0.1, T + 0.2)
+    lim.committed("s", "c", T + 0.4, T + 1.5)
+    lim.share("service:s", SharedUse(T + 1, {}, 9, today))  # read before the 2nd committed
+    assert lim.shared_room("service:s", T + 1) == 0
+    lim.share("service:s", SharedUse(T + 2, {}, 10, today))
+    assert lim.shared_room("service:s", T + 2) == 0
+    assert lim.snapshot(T + 2)["services"]["s"]["sent_today"] == 10
+    # Tomorrow the view's count of today is no longer today's.
+    assert lim.shared_room("service:s", T + 86400) == 15  # day 2: 10 × 1.5, none sent yet
 
 
 def test_a_shared_view_holds_quotas_and_says_when_they_free() -> None:
