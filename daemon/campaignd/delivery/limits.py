@@ -107,22 +107,29 @@ class PaceWant:
 
 
 def decide(
-    wants: Sequence[PaceWant], stored: Mapping[str, tuple[float, float]], now: float
+    wants: Sequence[PaceWant],
+    stored: Mapping[str, tuple[float, float]],
+    now: float,
+    horizon: float = 0.0,
 ) -> tuple[float, dict[str, tuple[float, float]]]:
-    """(earliest time every pace admits one more, the rows after taking it now).
+    """(earliest time every pace admits one more, the rows after taking that permit).
 
     ``stored`` maps a key to its (tat, interval); a missing key is a fresh pace. The rows
-    returned are only meaningful when earliest ≤ now.
+    returned are only meaningful when earliest ≤ now + ``horizon``: the permit is then booked
+    for ``max(now, earliest)`` — a waiter books its slot ahead instead of asking again at it,
+    so the time a database round trip takes is not added to every interval.
     """
     earliest = now
-    after: dict[str, tuple[float, float]] = {}
+    gcras: list[tuple[PaceWant, Gcra]] = []
     for want in wants:
         g = Gcra()
         g.tat, g.interval = stored.get(want.key, (-math.inf, want.interval))
         earliest = max(earliest, g.earliest(want.interval, want.burst, now))
-        # Strict GCRA: no lateness forgiven, since no window of starts is kept here to cap
-        # what forgiving would let through (limits.pace_window).
-        after[want.key] = (max(g.tat, now) + want.interval, want.interval)
+        gcras.append((want, g))
+    # Strict GCRA: no lateness forgiven, since no window of starts is kept here to cap what
+    # forgiving would let through (limits.pace_window).
+    at = max(now, earliest)
+    after = {w.key: (max(g.tat, at) + w.interval, w.interval) for w, g in gcras}
     return earliest, after
 
 

@@ -21,16 +21,21 @@ from .limits import Limiter, PaceWant, SharedUse, decide
 
 REFRESH = 1.0
 NEAR = 20
+# A permit due this soon is booked at once and waited for here, holding the session: the pace
+# then keeps its schedule instead of losing a database round trip at every interval.
+HORIZON = 0.25
 
 
 class SharedStore(Protocol):
     """What shared limits need of the store (queue.Store implements it)."""
 
-    async def take_paces(
+    async def book_paces(
         self,
         wants: Sequence[PaceWant],
         decide: Callable[..., tuple[float, dict[str, tuple[float, float]]]],
-    ) -> float | None: ...
+        *,
+        horizon: float = 0.0,
+    ) -> tuple[bool, float]: ...
     async def accepted_use(
         self,
         *,
@@ -84,10 +89,18 @@ class SharedLimits:
                 sender, SharedUse(now, counts, today, day if wants_day else None), first_day=first
             )
 
-    async def take(self, service_id: str, domain: str, campaign_id: str) -> float | None:
-        """The shared permit of every pace the transaction needs: None if taken, else when to
-        ask again."""
+    async def refresh_all(self, service_ids: Sequence[str], campaign_ids: Sequence[str]) -> None:
+        """Every sender's view, at most every REFRESH: the status page and /metrics show every
+        daemon's ``sent_today`` even while this one sends nothing."""
+        for sid in service_ids:
+            await self.refresh(sid, "")
+        for cid in campaign_ids:
+            await self.refresh("", cid)
+
+    async def take(self, service_id: str, domain: str, campaign_id: str) -> tuple[bool, float]:
+        """The shared permit of every pace the transaction needs, booked if due within
+        HORIZON: (True, when to use it) or (False, when to ask again)."""
         wants = self.limiter.pace_wants(service_id, domain, campaign_id, self.clock())
         if not wants:
-            return None
-        return await self.store.take_paces(wants, decide)
+            return True, self.clock()
+        return await self.store.book_paces(wants, decide, horizon=HORIZON)

@@ -19,6 +19,7 @@ from typing import Protocol
 
 from ..config.model import Campaign, Config, Service
 from ..errors import RenderError
+from ..plan.pace import WIRE_MARGIN
 from ..plan.windows import in_window, next_window_open, window_zone
 from ..queue.store import Claimed, Outcome
 from ..render.compose import Composer, address_of, sender_of
@@ -47,6 +48,10 @@ MAX_HOLD = 5.0
 # their time would be added to every interval and the pace would fall short of the limit.
 LEAD = 0.25
 CLAIM_LEASE = 600.0
+# A shared permit (PostgreSQL) is booked for a slot of the pace; used later than this it could
+# land at the relay together with the next one. Half the pace's wire margin: the other half is
+# for the way from the permit to MAIL FROM.
+BOOKED_LATE = WIRE_MARGIN / 2
 AUTO_PAUSE_AFTER = 50
 
 
@@ -420,10 +425,16 @@ class Dispatcher:
                 if at <= now and self.shared is not None:
                     # The in-process check held quotas, the cap and our own pace; the pace
                     # every daemon shares is the database's.
-                    later = await self.shared.take(sid, msg.domain, msg.campaign_id)
+                    taken, at = await self.shared.take(sid, msg.domain, msg.campaign_id)
+                    if taken and await self._use_booked(msg, at):
+                        now = self.clock()
+                        self.limiter.record(sid, msg.domain, msg.campaign_id, now)
+                        permit.taken_at = now
+                        return
                     now = self.clock()
-                    if later is not None:
-                        at = max(later, now + 0.001)
+                    if taken:  # woke too late for the booked slot: book another
+                        continue
+                    at = max(at, now + 0.001)
                 if at <= now:
                     self.limiter.record(sid, msg.domain, msg.campaign_id, now)
                     permit.taken_at = now
@@ -433,6 +444,17 @@ class Dispatcher:
                 await self._nap(at - now)
         finally:
             self._done_waiting(sid, permit)
+
+    async def _use_booked(self, msg: Claimed, at: float) -> bool:
+        """Wait for a booked shared permit's moment (at most shared.HORIZON away). False if
+        this process woke too late to use it: late permits would bunch up with the next ones
+        at the relay. A pause or stop meanwhile sends the message back untouched
+        (``_Declined``). A slot not used is lost, which never exceeds a limit."""
+        while (wait := at - self.clock()) > 0:
+            await self._nap(wait)
+            if self._stopping or msg.campaign_id not in self.active:
+                raise _Declined(self.clock())
+        return self.clock() - at <= BOOKED_LATE
 
     async def _attempt(self, msg: Claimed, sid: str, permit: _Permit) -> Outcome | None:
         now = self.clock()

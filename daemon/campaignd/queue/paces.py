@@ -43,7 +43,7 @@ class Want(Protocol):
 
 W = TypeVar("W", bound=Want)
 Decide = Callable[
-    [Sequence[W], Mapping[str, tuple[float, float]], float],
+    [Sequence[W], Mapping[str, tuple[float, float]], float, float],
     tuple[float, dict[str, tuple[float, float]]],
 ]
 
@@ -88,19 +88,23 @@ async def take(
         return None
     ordered = sorted(wants, key=lambda w: w.key)
     stored = await _lock(conn, ordered)
-    earliest, after = decide(ordered, stored, now)
+    earliest, after = decide(ordered, stored, now, 0.0)
     if earliest > now:
         return earliest
     await _advance(conn, after)
     return None
 
 
-async def take_now(conn: AsyncConnection, wants: Sequence[W], decide: Decide[W]) -> float | None:
+async def take_now(
+    conn: AsyncConnection, wants: Sequence[W], decide: Decide[W], horizon: float = 0.0
+) -> tuple[bool, float]:
     """``take`` at the database's clock, read once the rows are locked: daemons on hosts
-    whose clocks disagree by a few milliseconds still space their permits by the pace. None if
-    taken; else how many seconds to wait before asking again."""
+    whose clocks disagree by a few milliseconds still space their permits by the pace.
+
+    A permit due within ``horizon`` seconds is booked for then. Returns (taken, seconds from
+    now): when the booked permit may be used, or when to ask again."""
     if not wants:
-        return None
+        return True, 0.0
     ordered = sorted(wants, key=lambda w: w.key)
     stored = await _lock(conn, ordered)
     # After the lock, not in the locking statement: that one's clock may predate the wait.
@@ -109,11 +113,11 @@ async def take_now(conn: AsyncConnection, wants: Sequence[W], decide: Decide[W])
     )
     assert clock is not None
     now = float(clock)
-    earliest, after = decide(ordered, stored, now)
-    if earliest > now:
-        return earliest - now
+    earliest, after = decide(ordered, stored, now, horizon)
+    if earliest > now + horizon:
+        return False, earliest - now
     await _advance(conn, after)
-    return None
+    return True, max(0.0, earliest - now)
 
 
 async def accepted_use(

@@ -1182,20 +1182,30 @@ class Store:
         and the warm-up cap must be taken from it rather than kept in process alone."""
         return self.dialect == "postgresql"
 
-    @_patient()
     async def take_paces(
         self, wants: Sequence[paces.W], decide: paces.Decide[paces.W]
     ) -> float | None:
         """One permit of every pace in ``wants`` (``delivery.limits.PaceWant``), all or none,
-        in one short transaction at the database's clock; ``decide`` is the limiter's GCRA.
-        None if taken, else the time (this process's clock) to ask again. PostgreSQL only."""
+        now; ``decide`` is the limiter's GCRA. None if taken, else the time (this process's
+        clock) to ask again. PostgreSQL only."""
+        taken, at = await self.book_paces(wants, decide)
+        return None if taken else at
+
+    @_patient()
+    async def book_paces(
+        self, wants: Sequence[paces.W], decide: paces.Decide[paces.W], *, horizon: float = 0.0
+    ) -> tuple[bool, float]:
+        """One permit of every pace in ``wants``, all or none, in one short transaction at the
+        database's clock; a permit due within ``horizon`` seconds is booked for then.
+        (taken, at): taken — use it at ``at``; not — ask again at ``at`` (this process's
+        clock). PostgreSQL only."""
         if not self.shares_limits:
             raise StoreError("shared paces need PostgreSQL; SQLite keeps them in process")
         if not wants:
-            return None
+            return True, self.clock()
         async with self.engine.begin() as conn:
-            wait = await paces.take_now(conn, wants, decide)
-        return None if wait is None else self.clock() + wait
+            taken, wait = await paces.take_now(conn, wants, decide, horizon)
+        return taken, self.clock() + wait
 
     @_patient()
     async def accepted_use(

@@ -504,6 +504,9 @@ class Daemon:
             # makes another pass instead of being lost.
             self._wake.clear()
             await self.conductor.tick()
+            shared = self.dispatcher.shared if self.dispatcher is not None else None
+            if shared is not None and self.config is not None:
+                await shared.refresh_all(list(self.config.services), list(self.config.campaigns))
             now = time.time()
             if now - reclaimed_at >= RECLAIM_EVERY:
                 # Another daemon sharing the database may have died mid-send: its rows'

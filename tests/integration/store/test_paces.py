@@ -118,6 +118,11 @@ async def test_store_permits_are_shared_by_two_stores_at_the_databases_clock(
         await asyncio.sleep(max(0.0, later - time.time()))
         assert await b.take_paces(wants, decide) is None
         assert await a.take_paces([], decide) is None  # nothing to pace: nothing to lock
+        # Booking: a permit due within the horizon is taken now for its slot.
+        taken, at = await a.book_paces(wants, decide, horizon=0.5)
+        assert taken and time.time() < at <= time.time() + 0.25
+        taken, again = await b.book_paces(wants, decide, horizon=0.05)
+        assert not taken and again == pytest.approx(at + 0.2, abs=0.02)
     finally:
         await a.close()
         await b.close()

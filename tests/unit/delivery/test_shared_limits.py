@@ -101,3 +101,18 @@ def test_campaign_quotas_are_shared_and_unknown_senders_need_nothing() -> None:
     lim.share("campaign:c", SharedUse(T, {3600: (3, [T - 100, T - 50, T - 10])}))
     assert lim.check("s", "x.org", "c", T) == pytest.approx(T + 3500)
     assert lim.shared_room("campaign:c", T) == 0
+
+
+def test_a_permit_due_within_the_horizon_is_booked_for_its_slot() -> None:
+    wants = [PaceWant("service:s", 0.1)]
+    _, rows = decide(wants, {}, T)
+    # Asked 0.03 s early: without a horizon, ask again at T + 0.1; with one, booked for it.
+    at, _ = decide(wants, rows, T + 0.07)
+    assert at == pytest.approx(T + 0.1)
+    at, booked = decide(wants, rows, T + 0.07, 0.25)
+    assert at == pytest.approx(T + 0.1)
+    # The schedule holds: the next slot is one interval after the booked one, not after now.
+    assert booked["service:s"][0] == pytest.approx(T + 0.2)
+    # Asked late (nobody was waiting): the pace starts over from now.
+    _, late = decide(wants, rows, T + 0.5, 0.25)
+    assert late["service:s"][0] == pytest.approx(T + 0.6)
