@@ -24,7 +24,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from .history import sent_on_day
 from .tables import limit_paces, messages, metadata
 
-__all__ = ["Decide", "Want", "accepted_use", "create_table", "limit_paces", "take", "take_now"]
+__all__ = [
+    "Decide",
+    "Want",
+    "accepted_use",
+    "create_table",
+    "db_clock",
+    "limit_paces",
+    "take",
+    "take_now",
+]
 
 OLDEST = 64
 """How many of a quota window's oldest acceptances a view keeps: enough to say when the window
@@ -95,29 +104,34 @@ async def take(
     return None
 
 
+async def db_clock(conn: AsyncConnection) -> float:
+    """The database server's clock, now (epoch seconds)."""
+    clock: float | None = await conn.scalar(
+        sa.select(sa.func.extract("epoch", sa.func.clock_timestamp()))
+    )
+    assert clock is not None
+    return float(clock)
+
+
 async def take_now(
     conn: AsyncConnection, wants: Sequence[W], decide: Decide[W], horizon: float = 0.0
 ) -> tuple[bool, float]:
     """``take`` at the database's clock, read once the rows are locked: daemons on hosts
     whose clocks disagree by a few milliseconds still space their permits by the pace.
 
-    A permit due within ``horizon`` seconds is booked for then. Returns (taken, seconds from
-    now): when the booked permit may be used, or when to ask again."""
-    if not wants:
-        return True, 0.0
-    ordered = sorted(wants, key=lambda w: w.key)
-    stored = await _lock(conn, ordered)
+    A permit due within ``horizon`` seconds is booked for then. Returns (taken, at) in the
+    database's clock: when the booked permit may be used, or when to ask again."""
     # After the lock, not in the locking statement: that one's clock may predate the wait.
-    clock: float | None = await conn.scalar(
-        sa.select(sa.func.extract("epoch", sa.func.clock_timestamp()))
-    )
-    assert clock is not None
-    now = float(clock)
+    ordered = sorted(wants, key=lambda w: w.key)
+    stored = await _lock(conn, ordered) if ordered else {}
+    now = await db_clock(conn)
+    if not ordered:
+        return True, now
     earliest, after = decide(ordered, stored, now, horizon)
     if earliest > now + horizon:
-        return False, earliest - now
+        return False, earliest
     await _advance(conn, after)
-    return True, max(0.0, earliest - now)
+    return True, max(now, earliest)
 
 
 async def accepted_use(

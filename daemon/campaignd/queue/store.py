@@ -107,6 +107,8 @@ database is back or the store closes."""
 HEARTBEAT_TIMEOUT = 30.0
 """A daemon whose heartbeat is older than this is taken for dead (heartbeat every ~10 s)."""
 ENQUEUE_STATUSES = states.targets("enqueue")
+CLOCK_EVERY = 60.0
+"""How often the offset between the database's clock and ours is measured again."""
 
 
 def _batches(items: Iterable[T], size: int) -> Iterable[list[T]]:
@@ -188,6 +190,8 @@ class Store:
             assert engine.url.database is not None
             self._hot = SqliteWriter(engine.url.database, busy_timeout=BUSY_TIMEOUT_MS / 1000)
         self._day = hot.DayCache(day_zone)
+        self._offset: float | None = None  # the database's clock minus ours (shared paces)
+        self._offset_at = -float("inf")
 
     # ------------------------------------------------------------ lifecycle
 
@@ -1203,9 +1207,29 @@ class Store:
             raise StoreError("shared paces need PostgreSQL; SQLite keeps them in process")
         if not wants:
             return True, self.clock()
+        offset = await self._clock_offset()
         async with self.engine.begin() as conn:
-            taken, wait = await paces.take_now(conn, wants, decide, horizon)
-        return taken, self.clock() + wait
+            taken, at = await paces.take_now(conn, wants, decide, horizon)
+        return taken, at - offset
+
+    async def _clock_offset(self) -> float:
+        """The database's clock minus ours, measured over the quickest of three round trips and
+        again every CLOCK_EVERY s: a slot converted with it does not move by how long its
+        transaction took to commit (which would bunch permits at the relay)."""
+        now = self.clock()
+        if self._offset is not None and now - self._offset_at < CLOCK_EVERY:
+            return self._offset
+        best: tuple[float, float] | None = None
+        async with self.engine.connect() as conn:
+            for _ in range(3):
+                t0 = self.clock()
+                db = await paces.db_clock(conn)
+                t1 = self.clock()
+                if best is None or t1 - t0 < best[0]:
+                    best = (t1 - t0, db - (t0 + t1) / 2)
+        assert best is not None
+        self._offset, self._offset_at = best[1], now
+        return best[1]
 
     @_patient()
     async def accepted_use(

@@ -156,3 +156,23 @@ async def test_accepted_use_counts_every_daemons_acceptances(store: Store) -> No
     assert counts == {30: (2, [T0 - 20, T0 - 10])} and today is None
     with pytest.raises(ValueError):
         await store.accepted_use(windows=[60], now=T0)
+
+
+@pytest.mark.postgres
+async def test_a_daemon_whose_clock_is_off_still_keeps_the_shared_schedule(
+    pg_cluster: Cluster, tmp_path: Path
+) -> None:
+    url = await pg_cluster.create_database()
+    right = await Store.open(url, root=tmp_path)
+    ahead = await Store.open(url, root=tmp_path, clock=lambda: time.time() + 30.0)
+    try:
+        wants = [PaceWant("service:relay", 0.5)]
+        taken, at = await right.book_paces(wants, decide, horizon=0.1)
+        assert taken and at == pytest.approx(time.time(), abs=0.05)
+        # The other host's clock is 30 s ahead: it is told the next slot in its own clock,
+        # one interval after the first — not 30 s early or late.
+        taken, again = await ahead.book_paces(wants, decide, horizon=0.1)
+        assert not taken and again == pytest.approx(at + 30.0 + 0.5, abs=0.05)
+    finally:
+        await right.close()
+        await ahead.close()
