@@ -18,6 +18,10 @@ A throttling reply (throttle.py) halves the pace of that service and of that rec
 (multiplicative decrease), holds it for ``HOLD`` seconds and then recovers it additively, a
 tenth of the normal pace every ``STEP`` seconds.
 
+With PostgreSQL several daemons share the limits (delivery/shared.py): the paces are taken
+from the database (``pace_wants`` → ``decide``), and quotas and the warm-up cap count from views
+of every daemon's acceptances (``share``) plus this daemon's own since and in flight.
+
 Nothing here reads the clock: every call is given ``now`` (epoch seconds).
 """
 
