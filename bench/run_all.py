@@ -16,6 +16,7 @@ RUNS = [
     ["idle.py", "--campaigns", "100"],
     ["idle.py", "--waiting", "200000"],
     ["soak.py"],
+    ["pacing.py"],
 ]
 
 

@@ -18,6 +18,10 @@ A throttling reply (throttle.py) halves the pace of that service and of that rec
 (multiplicative decrease), holds it for ``HOLD`` seconds and then recovers it additively, a
 tenth of the normal pace every ``STEP`` seconds.
 
+With PostgreSQL several daemons share the limits (delivery/shared.py): the paces are taken
+from the database (``pace_wants`` → ``decide``), and quotas and the warm-up cap count from views
+of every daemon's acceptances (``share``) plus this daemon's own since and in flight.
+
 Nothing here reads the clock: every call is given ``now`` (epoch seconds).
 """
 
@@ -107,22 +111,29 @@ class PaceWant:
 
 
 def decide(
-    wants: Sequence[PaceWant], stored: Mapping[str, tuple[float, float]], now: float
+    wants: Sequence[PaceWant],
+    stored: Mapping[str, tuple[float, float]],
+    now: float,
+    horizon: float = 0.0,
 ) -> tuple[float, dict[str, tuple[float, float]]]:
-    """(earliest time every pace admits one more, the rows after taking it now).
+    """(earliest time every pace admits one more, the rows after taking that permit).
 
     ``stored`` maps a key to its (tat, interval); a missing key is a fresh pace. The rows
-    returned are only meaningful when earliest ≤ now.
+    returned are only meaningful when earliest ≤ now + ``horizon``: the permit is then booked
+    for ``max(now, earliest)`` — a waiter books its slot ahead instead of asking again at it,
+    so the time a database round trip takes is not added to every interval.
     """
     earliest = now
-    after: dict[str, tuple[float, float]] = {}
+    gcras: list[tuple[PaceWant, Gcra]] = []
     for want in wants:
         g = Gcra()
         g.tat, g.interval = stored.get(want.key, (-math.inf, want.interval))
         earliest = max(earliest, g.earliest(want.interval, want.burst, now))
-        # Strict GCRA: no lateness forgiven, since no window of starts is kept here to cap
-        # what forgiving would let through (limits.pace_window).
-        after[want.key] = (max(g.tat, now) + want.interval, want.interval)
+        gcras.append((want, g))
+    # Strict GCRA: no lateness forgiven, since no window of starts is kept here to cap what
+    # forgiving would let through (limits.pace_window).
+    at = max(now, earliest)
+    after = {w.key: (max(g.tat, at) + w.interval, w.interval) for w, g in gcras}
     return earliest, after
 
 
@@ -135,6 +146,21 @@ def pace_window(pace: Rate) -> Rate:
     """What a pace allows in any window of its period: its count plus the burst beyond the
     first message — checked besides the GCRA, so forgiving lateness never exceeds it."""
     return Rate(pace.count + pace.burst - 1, pace.per_seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class SharedUse:
+    """Accepted messages of one sender as the database saw them at ``as_of`` — every daemon's.
+
+    ``windows`` maps a quota's period (seconds) to (how many were accepted in the period up to
+    ``as_of``, the oldest of them ascending — enough to say when the window frees up);
+    ``today``: accepted on ``day`` (a service's warm-up cap), None if not read.
+    """
+
+    as_of: float
+    windows: Mapping[float, tuple[int, Sequence[float]]] = field(default_factory=dict)
+    today: int | None = None
+    day: date | None = None
 
 
 class Starts:
@@ -239,6 +265,10 @@ class _Limit:
     held: int = 0  # permits taken whose reply is not in yet
     adaptive: Adaptive | None = None
     recent: deque[float] = field(default_factory=deque)  # starts of the last OBSERVE s
+    shared: SharedUse | None = None  # PostgreSQL: every daemon's acceptances, read lately
+    # Our acceptances a shared view may lack: (accepted at, when its outcome committed —
+    # None until then). One committed before a view was read is in it.
+    own: list[list[float | None]] = field(default_factory=list)
 
     def retune(self, rates: Sequence[Rate]) -> None:
         pace, quotas = split_rates(rates)
@@ -264,8 +294,42 @@ class _Limit:
         return max(
             self.pace.earliest(interval, burst, now, ahead),
             self.starts.earliest(window, now, ahead, WIRE_MARGIN),
-            self.accepted.earliest(quotas, now, self.held + ahead),
+            self._quotas_earliest(quotas, now, self.held + ahead),
         )
+
+    def _quotas_earliest(self, quotas: Sequence[Rate], now: float, held: int) -> float:
+        if self.shared is None:
+            return self.accepted.earliest(quotas, now, held)
+        at = now
+        for r in quotas:
+            used, oldest = self.shared_used(r, now)
+            used += held
+            if used < r.count:
+                continue
+            # The (used − count)-th oldest (0-based) must leave the window for one more.
+            k = used - r.count
+            at = max(at, oldest[k] + r.per_seconds if k < len(oldest) else now + RECHECK)
+        return at
+
+    def shared_used(self, quota: Rate, now: float) -> tuple[int, Sequence[float]]:
+        """(accepted in the quota's window at ``now`` by every daemon, the oldest of the
+        database's still inside it), from the shared view plus our own newer acceptances."""
+        sh = self.shared
+        assert sh is not None
+        count, oldest = sh.windows.get(quota.per_seconds, (0, ()))
+        gone = bisect.bisect_right(oldest, now - quota.per_seconds)
+        mine = sum(1 for t, _ in self.own if t is not None and t + quota.per_seconds > now)
+        return max(count - gone, 0) + mine, oldest[gone:]
+
+    def share(self, use: SharedUse) -> None:
+        self.shared = use
+        self.own = [e for e in self.own if e[1] is None or e[1] >= use.as_of]
+
+    def committed(self, accepted_at: float, now: float) -> None:
+        for entry in self.own:
+            if entry[0] == accepted_at and entry[1] is None:
+                entry[1] = now
+                return
 
     def take(self, rates: Sequence[Rate], now: float) -> None:
         pace, _ = split_rates(rates)
@@ -382,6 +446,9 @@ class Limiter:
         self._services: dict[str, _ServiceState] = {}
         self._domains: dict[tuple[str, str], _Limit] = {}
         self._campaigns: dict[str, _Limit] = {}
+        self.sharing = False
+        """PostgreSQL: other daemons send too; paces are taken in the database (``pace_wants``)
+        and quotas and the warm-up cap count from views of it (``share_service``)."""
 
     # ------------------------------------------------------------ configuration
 
@@ -530,7 +597,7 @@ class Limiter:
             at = max(at, state.limit.earliest(svc.rate, now, ahead))
             if svc.warmup is not None:
                 _, cap = self._warmup_state(svc, state, now)
-                done = state.daily.get(self._day(now), 0)
+                done = self._sent_today(state, now)
                 if done >= cap:
                     at = max(at, self._next_midnight(now))
                 elif done + state.limit.held + ahead >= cap:
@@ -543,6 +610,17 @@ class Limiter:
         if campaign is not None:
             at = max(at, campaign.earliest(self._campaign_rates(campaign_id), now, ahead))
         return at
+
+    def _sent_today(self, state: _ServiceState, now: float) -> int:
+        """Accepted today: ours (in process), or with a shared view every daemon's."""
+        today = self._day(now)
+        sh = state.limit.shared
+        if sh is None or sh.today is None:
+            return state.daily.get(today, 0)
+        before = sh.today if sh.day == today else 0
+        return before + sum(
+            1 for t, _ in state.limit.own if t is not None and self._day(t) == today
+        )
 
     def record(self, service_id: str, domain: str, campaign_id: str, now: float) -> None:
         """Take the permit: one transaction starts now (whatever ``check`` said). Answer it
@@ -559,6 +637,16 @@ class Limiter:
         campaign = self._campaign(campaign_id)
         if campaign is not None:
             campaign.take(self._campaign_rates(campaign_id), now)
+
+    def committed(self, service_id: str, campaign_id: str, accepted_at: float, now: float) -> None:
+        """Sharing: the acceptance ``settle`` counted at ``accepted_at`` is in the database as of
+        ``now``, so a shared view read after ``now`` holds it (and it stops counting on top)."""
+        if not self.sharing:
+            return
+        self._service(service_id).limit.committed(accepted_at, now)
+        campaign = self._campaigns.get(campaign_id)
+        if campaign is not None:
+            campaign.committed(accepted_at, now)
 
     def _recent_domain(self, service_id: str, domain: str, now: float) -> None:
         recent = self._service(service_id).recent_domains
@@ -579,12 +667,16 @@ class Limiter:
             state.count(today)
             if state.first_day is None:
                 state.first_day = today
+            if self.sharing:
+                state.limit.own.append([now, None])
         shaped = self._domains.get((service_id, domain))
         if shaped is not None:
             shaped.settle(now, accepted)
         campaign = self._campaigns.get(campaign_id)
         if campaign is not None:
             campaign.settle(now, accepted)
+            if accepted and self.sharing:
+                campaign.own.append([now, None])
 
     def throttled(
         self, service_id: str, domain: str, now: float, *, started: float, reason: str
@@ -614,6 +706,96 @@ class Limiter:
         del until  # the pace now recovers step by step instead of at a fixed time
         self.throttled(service_id, domain, now, started=now, reason="throttled (421)")
 
+    # ------------------------------------------------------------ shared (PostgreSQL)
+
+    def pace_wants(
+        self, service_id: str, domain: str, campaign_id: str, now: float
+    ) -> list[PaceWant]:
+        """The paces one transaction needs a shared permit of (``queue.paces``): the service's,
+        the domain's (shaped, or slowed down by a throttle reply) and the campaign's, each with
+        the interval in force now — slowed ones included."""
+        domain = domain.lower()
+        found: list[tuple[str, _Limit | None, Rate | None]] = []
+        svc = self._config.services.get(service_id)
+        if svc is not None:
+            pace, _ = split_rates(svc.rate)
+            found.append((f"service:{service_id}", self._service(service_id).limit, pace))
+        dpace, _ = split_rates(self._domain_rates(service_id, domain))
+        found.append((f"domain:{service_id}/{domain}", self._domain(service_id, domain), dpace))
+        cpace, _ = split_rates(self._campaign_rates(campaign_id))
+        found.append((f"campaign:{campaign_id}", self._campaign(campaign_id), cpace))
+        wants = []
+        for key, limit, pace in found:
+            if limit is None:
+                continue
+            interval, burst = limit.effective(pace, now)
+            if interval > 0:
+                wants.append(PaceWant(key, interval, burst))
+        return wants
+
+    def shared_needs(self, service_id: str, campaign_id: str) -> dict[str, tuple[float, ...]]:
+        """Which counts a shared view must hold, by sender: ``service:<id>`` / ``campaign:<id>``
+        → the quotas' periods; a service with a warm-up also needs today's count (the view's
+        ``today``). Senders without quotas or warm-up are absent."""
+        needs: dict[str, tuple[float, ...]] = {}
+        svc = self._config.services.get(service_id)
+        if svc is not None:
+            _, quotas = split_rates(svc.rate)
+            if quotas or svc.warmup is not None:
+                needs[f"service:{service_id}"] = tuple(sorted({q.per_seconds for q in quotas}))
+        _, cquotas = split_rates(self._campaign_rates(campaign_id))
+        if cquotas and campaign_id in self._config.campaigns:
+            needs[f"campaign:{campaign_id}"] = tuple(sorted({q.per_seconds for q in cquotas}))
+        return needs
+
+    def today(self, now: float) -> date:
+        """The local calendar day (the config's timezone) daily counts belong to."""
+        return self._day(now)
+
+    def first_day(self, service_id: str) -> date | None:
+        return self._service(service_id).first_day
+
+    def wants_today(self, service_id: str) -> bool:
+        svc = self._config.services.get(service_id)
+        return svc is not None and svc.warmup is not None
+
+    def share(self, sender: str, use: SharedUse, *, first_day: date | None = None) -> None:
+        """A view of every daemon's acceptances (``shared_needs``' sender key); quotas and the
+        warm-up cap count from it plus our own acceptances since, and our in-flight."""
+        kind, _, ident = sender.partition(":")
+        if kind == "service":
+            state = self._service(ident)
+            state.limit.share(use)
+            if state.first_day is None and first_day is not None:
+                state.first_day = first_day  # another daemon sent first: its day 1 is ours
+        elif kind == "campaign":
+            limit = self._campaign(ident)
+            if limit is not None:
+                limit.share(use)
+
+    def shared_room(self, sender: str, now: float) -> int | None:
+        """How many more a sender's quotas and warm-up cap admit, by the latest shared view
+        (None: no view yet) — near zero the caller reads a fresh view before every permit."""
+        kind, _, ident = sender.partition(":")
+        if kind == "service":
+            svc = self._config.services.get(ident)
+            state = self._service(ident)
+            limit: _Limit | None = state.limit
+            rates: Sequence[Rate] = svc.rate if svc else ()
+        else:
+            svc, state = None, None
+            limit = self._campaign(ident)
+            rates = self._campaign_rates(ident)
+        if limit is None or limit.shared is None:
+            return None
+        room = 2**62
+        for q in split_rates(rates)[1]:
+            room = min(room, q.count - limit.shared_used(q, now)[0] - limit.held)
+        if svc is not None and svc.warmup is not None and state is not None:
+            _, cap = self._warmup_state(svc, state, now)
+            room = min(room, cap - self._sent_today(state, now) - limit.held)
+        return room
+
     # ------------------------------------------------------------ reporting
 
     def pace(self, service_id: str, domain: str | None, now: float) -> dict[str, Any]:
@@ -638,7 +820,7 @@ class Limiter:
         services: dict[str, Any] = {}
         for sid, svc in self._config.services.items():
             state = self._service(sid)
-            sent_today = state.daily.get(self._day(now), 0)
+            sent_today = self._sent_today(state, now)
             warmup = None
             if svc.warmup is not None:
                 day, cap = self._warmup_state(svc, state, now)

@@ -20,6 +20,7 @@ from typing import Protocol
 
 from ..config.model import Campaign, Config, Service
 from ..errors import NotCompliant, RenderCutOff, RenderError, TemplateError
+from ..plan.pace import WIRE_MARGIN
 from ..plan.windows import in_window, next_window_open, window_zone
 from ..queue.states import ClaimLost
 from ..queue.store import Claimed, Outcome
@@ -35,6 +36,7 @@ from .dkim import signer_for as dkim_signer_for
 from .limits import Limiter
 from .offloop import RenderThread
 from .retry import next_retry
+from .shared import SharedLimits
 from .smtp import ConnectionFailed, Envelope, SmtpPool, Transport
 from .throttle import Throttle, recognise
 
@@ -49,6 +51,10 @@ MAX_HOLD = 5.0
 # their time would be added to every interval and the pace would fall short of the limit.
 LEAD = 0.25
 CLAIM_LEASE = 600.0
+# A shared permit (PostgreSQL) is booked for a slot of the pace; used later than this it could
+# land at the relay together with the next one. Half the pace's wire margin: the other half is
+# for the way from the permit to MAIL FROM.
+BOOKED_LATE = WIRE_MARGIN / 2
 AUTO_PAUSE_AFTER = 50
 HOLD_AFTER_TEMPLATE_FAULTS = 3
 """Messages in a row whose template, not recipient, failed them (cut off, not compliant)."""
@@ -118,6 +124,9 @@ class Dispatcher:
     on_progress: Callable[[], None] | None = None
     """Called on every pass of the claim loop (the runtime's supervisor watches it)."""
     renderer: RenderThread = field(default_factory=RenderThread)
+    shared: SharedLimits | None = None
+    """PostgreSQL: paces, quotas and the warm-up cap shared with the other daemons on the
+    database; None (SQLite, one daemon): the limiter alone."""
 
     def __post_init__(self) -> None:
         self._wake = asyncio.Event()
@@ -397,6 +406,10 @@ class Dispatcher:
                 except ClaimLost as exc:
                     log.warning("outcome of message %s not recorded: %s", msg.id, exc)
                     return
+                if outcome.status == "sent" and outcome.service is not None:
+                    self.limiter.committed(
+                        outcome.service, msg.campaign_id, outcome.at, self.clock()
+                    )
                 self._track(msg, outcome)
                 # /metrics and the summaries' send rate (in-memory only; the row is the truth)
                 self.stats.attempt(msg.campaign_id, msg.recipient, outcome, took)
@@ -421,8 +434,23 @@ class Dispatcher:
             while True:
                 if self._stopping or msg.campaign_id not in self.active:
                     raise _Declined(self.clock())
+                if self.shared is not None:
+                    await self.shared.refresh(sid, msg.campaign_id)
                 now = self.clock()
                 at = self.limiter.check(sid, msg.domain, msg.campaign_id, now)
+                if at <= now and self.shared is not None:
+                    # The in-process check held quotas, the cap and our own pace; the pace
+                    # every daemon shares is the database's.
+                    taken, at = await self.shared.take(sid, msg.domain, msg.campaign_id)
+                    if taken and await self._use_booked(msg, at):
+                        now = self.clock()
+                        self.limiter.record(sid, msg.domain, msg.campaign_id, now)
+                        permit.taken_at = now
+                        return
+                    now = self.clock()
+                    if taken:  # woke too late for the booked slot: book another
+                        continue
+                    at = max(at, now + 0.001)
                 if at <= now:
                     self.limiter.record(sid, msg.domain, msg.campaign_id, now)
                     permit.taken_at = now
@@ -432,6 +460,17 @@ class Dispatcher:
                 await self._nap(at - now)
         finally:
             self._done_waiting(sid, permit)
+
+    async def _use_booked(self, msg: Claimed, at: float) -> bool:
+        """Wait for a booked shared permit's moment (at most shared.HORIZON away). False if
+        this process woke too late to use it: late permits would bunch up with the next ones
+        at the relay. A pause or stop meanwhile sends the message back untouched
+        (``_Declined``). A slot not used is lost, which never exceeds a limit."""
+        while (wait := at - self.clock()) > 0:
+            await self._nap(wait)
+            if self._stopping or msg.campaign_id not in self.active:
+                raise _Declined(self.clock())
+        return self.clock() - at <= BOOKED_LATE
 
     async def _attempt(self, msg: Claimed, sid: str, permit: _Permit) -> Outcome | None:
         now = self.clock()

@@ -41,7 +41,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..errors import StoreError
-from . import faults, feedback, history, hot, hot_pg, leases, outcomes, reports, states
+from . import faults, feedback, history, hot, hot_pg, leases, outcomes, paces, reports, states
 from .batcher import BatchStats, GroupCommit
 from .database import (
     BUSY_TIMEOUT_MS,
@@ -115,6 +115,8 @@ _Done = tuple[Outcome, str | None]
 """An outcome and the worker that claimed its message (None: not claimed through this store)."""
 _Start = tuple[int, str, str | None]
 """A start: message, service, the worker that claimed it."""
+CLOCK_EVERY = 60.0
+"""How often the offset between the database's clock and ours is measured again."""
 
 
 def _batches(items: Iterable[T], size: int) -> Iterable[list[T]]:
@@ -196,6 +198,8 @@ class Store:
             assert engine.url.database is not None
             self._hot = SqliteWriter(engine.url.database, busy_timeout=BUSY_TIMEOUT_MS / 1000)
         self._day = hot.DayCache(day_zone)
+        self._offset: float | None = None  # the database's clock minus ours (shared paces)
+        self._offset_at = -float("inf")
 
     # ------------------------------------------------------------ lifecycle
 
@@ -1367,6 +1371,78 @@ class Store:
     async def sent_on_day(self, service: str, day: date) -> int:
         async with self._read() as conn:
             return await history.sent_on_day(conn, service, day)
+
+    # ------------------------------------------------------------ limits shared (PostgreSQL)
+
+    @property
+    def shares_limits(self) -> bool:
+        """Whether several daemons may send from this database (PostgreSQL), so paces, quotas
+        and the warm-up cap must be taken from it rather than kept in process alone."""
+        return self.dialect == "postgresql"
+
+    async def take_paces(
+        self, wants: Sequence[paces.W], decide: paces.Decide[paces.W]
+    ) -> float | None:
+        """One permit of every pace in ``wants`` (``delivery.limits.PaceWant``), all or none,
+        now; ``decide`` is the limiter's GCRA. None if taken, else the time (this process's
+        clock) to ask again. PostgreSQL only."""
+        taken, at = await self.book_paces(wants, decide)
+        return None if taken else at
+
+    @_patient()
+    async def book_paces(
+        self, wants: Sequence[paces.W], decide: paces.Decide[paces.W], *, horizon: float = 0.0
+    ) -> tuple[bool, float]:
+        """One permit of every pace in ``wants``, all or none, in one short transaction at the
+        database's clock; a permit due within ``horizon`` seconds is booked for then.
+        (taken, at): taken — use it at ``at``; not — ask again at ``at`` (this process's
+        clock). PostgreSQL only."""
+        if not self.shares_limits:
+            raise StoreError("shared paces need PostgreSQL; SQLite keeps them in process")
+        if not wants:
+            return True, self.clock()
+        offset = await self._clock_offset()
+        async with self.engine.begin() as conn:
+            taken, at = await paces.take_now(conn, wants, decide, horizon)
+        return taken, at - offset
+
+    async def _clock_offset(self) -> float:
+        """The database's clock minus ours, measured over the quickest of three round trips and
+        again every CLOCK_EVERY s: a slot converted with it does not move by how long its
+        transaction took to commit (which would bunch permits at the relay)."""
+        now = self.clock()
+        if self._offset is not None and now - self._offset_at < CLOCK_EVERY:
+            return self._offset
+        best: tuple[float, float] | None = None
+        async with self.engine.connect() as conn:
+            for _ in range(3):
+                t0 = self.clock()
+                db = await paces.db_clock(conn)
+                t1 = self.clock()
+                if best is None or t1 - t0 < best[0]:
+                    best = (t1 - t0, db - (t0 + t1) / 2)
+        assert best is not None
+        self._offset, self._offset_at = best[1], now
+        return best[1]
+
+    @_patient()
+    async def accepted_use(
+        self,
+        *,
+        service: str | None = None,
+        campaign: str | None = None,
+        windows: Sequence[float] = (),
+        now: Time,
+        day: date | None = None,
+    ) -> tuple[dict[float, tuple[int, list[float]]], int | None]:
+        """Every daemon's accepted messages of a service or a campaign (``paces.accepted_use``):
+        per quota window, (count, oldest times); with ``day``, the service's count that day."""
+        if (service is None) == (campaign is None):
+            raise ValueError("accepted_use: name a service or a campaign")
+        async with self._read() as conn:
+            return await paces.accepted_use(
+                conn, service=service, campaign=campaign, windows=windows, now=epoch(now), day=day
+            )
 
     # ------------------------------------------------------------ feedback (events.py, guards)
 

@@ -203,3 +203,13 @@ daemons = sa.Table(
 )
 """One row per running daemon, refreshed every few seconds: a row gone stale means its daemon
 died, and whichever daemon notices first settles the messages it held."""
+
+limit_paces = sa.Table(
+    "limit_paces",
+    metadata,
+    sa.Column("key", sa.Text, primary_key=True),  # "service:relay", "domain:relay/x.org", …
+    sa.Column("tat", Time, nullable=False),  # GCRA theoretical arrival time (epoch s)
+    sa.Column("interval", Time, nullable=False),  # the pace's interval when last taken
+)
+"""PostgreSQL: one row per pace every daemon on the database shares (queue/paces.py). SQLite
+has the table too but keeps paces in process (one daemon)."""

@@ -43,6 +43,7 @@ from ..config.secrets import resolve_secret
 from ..delivery.limits import Limiter
 from ..delivery.outbox import OutboxTransport
 from ..delivery.servicetest import ServiceTestReport, test_service
+from ..delivery.shared import SharedLimits
 from ..delivery.smtp import SmtpPool, Transport
 from ..delivery.worker import Dispatcher
 from ..errors import CampaigndError
@@ -342,6 +343,8 @@ class Daemon:
                 on_auto_pause=self._auto_pause,
                 stats=self.stats,
                 on_progress=lambda: self.supervisor.progress("dispatcher"),
+                # Other daemons may send from a PostgreSQL database: limits are shared there.
+                shared=SharedLimits(store, self.limiter) if store.shares_limits else None,
             )
             # The clock only rings alarms; the conductor derives them from config + database
             # on every pass, so a restart or reload needs no job store of its own.
@@ -500,6 +503,9 @@ class Daemon:
             # makes another pass instead of being lost.
             self._wake.clear()
             await self.conductor.tick()
+            shared = self.dispatcher.shared if self.dispatcher is not None else None
+            if shared is not None and self.config is not None:
+                await shared.refresh_all(list(self.config.services), list(self.config.campaigns))
             now = time.time()
             if now - reclaimed_at >= RECLAIM_EVERY:
                 # Another daemon sharing the database may have died mid-send: its rows'
