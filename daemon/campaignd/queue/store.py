@@ -55,6 +55,7 @@ from .database import (
 from .faults import StoreUnavailable
 from .history import HistorySnapshot, epoch, normalize_key
 from .rows import (
+    AudienceRow,
     CampaignCounts,
     CampaignRow,
     Claimed,
@@ -84,6 +85,7 @@ from .tables import recipients as recipients_table
 from .writer import SqliteWriter
 
 __all__ = [
+    "AudienceRow",
     "CampaignCounts",
     "CampaignRow",
     "Claimed",
@@ -523,14 +525,7 @@ class Store:
         """Record list rows enrollment did not enroll: each one's recipient row and a step-1
         message in its final status (``skipped``/``suppressed``) with ``excluded`` and the
         reason, in one transaction. Idempotent like ``enqueue``; returns how many are new."""
-        for item in items:
-            if item.status not in ENQUEUE_STATUSES - {"queued"} or item.excluded not in (
-                EXCLUDED_KINDS
-            ):
-                raise ValueError(
-                    f"exclusion of {item.recipient.source}: status {item.status!r}, kind "
-                    f"{item.excluded!r} — use skipped/suppressed and one of {EXCLUDED_KINDS}"
-                )
+        _check_exclusions(items)
         if not items:
             return 0
         now = self.clock()
@@ -574,6 +569,40 @@ class Store:
                 ],
             )
             return len(rows.all())
+
+    @_patient()
+    async def enroll_batch(
+        self,
+        campaign_id: str,
+        edition: int,
+        accepted: Sequence[tuple[AudienceRow, str]],
+        excluded: Sequence[ExclusionIn] = (),
+        *,
+        due: Time,
+    ) -> tuple[int, int]:
+        """One batch of enrollment in one transaction: the recipient rows, a queued step-1
+        message (due at ``due``) for each of ``accepted`` (recipient, template), and the
+        records of ``excluded`` (as ``record_exclusions``). Idempotent: a re-run creates only
+        what is new. Returns (new queued messages, new exclusion records).
+
+        The batch is a few fixed statements with all its rows (``executemany`` on the SQLite
+        writer's thread, arrays on PostgreSQL), so a batch of thousands costs about what the
+        database itself spends on it."""
+        _check_exclusions(excluded)
+        if not accepted and not excluded:
+            return 0, 0
+        batch: dict[str, Any] = dict(
+            campaign_id=campaign_id,
+            edition=edition,
+            due=epoch(due),
+            now=self.clock(),
+            accepted=accepted,
+            excluded=excluded,
+        )
+        if self._hot is not None:
+            return await self._hot.run(partial(hot.enroll, **batch))
+        async with self._tx() as conn:
+            return await hot_pg.enroll(conn, **batch)
 
     @_patient()
     async def first_sources(self, campaign_id: str, keys: Sequence[str]) -> dict[str, str]:
@@ -1401,6 +1430,17 @@ def _process_alive(worker: str) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _check_exclusions(items: Iterable[ExclusionIn]) -> None:
+    for item in items:
+        if item.status not in ENQUEUE_STATUSES - {"queued"} or item.excluded not in (
+            EXCLUDED_KINDS
+        ):
+            raise ValueError(
+                f"exclusion of {item.recipient.source}: status {item.status!r}, kind "
+                f"{item.excluded!r} — use skipped/suppressed and one of {EXCLUDED_KINDS}"
+            )
 
 
 def _check_state(state: str) -> None:
