@@ -30,7 +30,7 @@ from ..plan.audience import (
 )
 from ..plan.campaign import required_fields
 from ..queue.accounting import contact_reason, exclusion_key, filter_reason, suppression_reason
-from ..queue.lookup import SyncHistory
+from ..queue.lookup import SqliteSuppressions, SyncHistory
 from ..queue.store import AudienceRow, ExclusionIn, MessageRow, RecipientIn, SuppressionRow
 from ..render.templates import choose_template
 
@@ -62,6 +62,7 @@ class EnrollStore(Protocol):
         self, keys: Sequence[str], campaign_ids: Sequence[str]
     ) -> set[str]: ...
     async def first_sources(self, campaign_id: str, keys: Sequence[str]) -> dict[str, str]: ...
+    def suppression_reader(self) -> SqliteSuppressions | None: ...
     async def suppression_rows(self, keys: Sequence[str]) -> dict[str, SuppressionRow]: ...
     async def last_contacts(
         self,
@@ -148,6 +149,14 @@ async def enroll(
         writing = asyncio.create_task(write(accepted, batch), name=f"enroll-{campaign_id}")
 
     def read() -> AudienceReport:
+        bridge.direct = store.suppression_reader()
+        try:
+            return read_batches()
+        finally:
+            if bridge.direct is not None:
+                bridge.direct.close()
+
+    def read_batches() -> AudienceReport:
         audience = build_audience(
             campaign,
             config.root,

@@ -54,6 +54,7 @@ from .database import (
 )
 from .faults import StoreUnavailable
 from .history import HistorySnapshot, epoch, normalize_key
+from .lookup import SqliteSuppressions
 from .rows import (
     AudienceRow,
     CampaignCounts,
@@ -603,6 +604,12 @@ class Store:
             return await self._hot.run(partial(hot.enroll, **batch))
         async with self._tx() as conn:
             return await hot_pg.enroll(conn, **batch)
+
+    def suppression_reader(self) -> SqliteSuppressions | None:
+        """For a thread reading an audience on SQLite: suppression look-ups on its own
+        read-only connection (``close()`` it when done), no hop to the event loop. None on
+        PostgreSQL, where ``suppressed`` is the way."""
+        return SqliteSuppressions(self._hot.path) if self._hot is not None else None
 
     @_patient()
     async def first_sources(self, campaign_id: str, keys: Sequence[str]) -> dict[str, str]:

@@ -158,3 +158,19 @@ def test_any_fields_come_back_exactly(
         assert stored[1:] == (zone, email, source)
     finally:
         conn.close()
+
+
+async def test_the_readers_own_suppression_lookup_answers_as_the_store(store: Store) -> None:
+    await store.suppress("Gone@Example.com", reason="unsubscribed", source="link", at=T0)
+    keys = ["gone@example.com", " GONE@example.com", "here@example.com"]
+    direct = store.suppression_reader()
+    if store.dialect != "sqlite":
+        assert direct is None  # PostgreSQL: enrollment asks the store through the loop
+        return
+    assert direct is not None
+    try:
+        got = await asyncio.to_thread(direct.suppressed, keys)
+        assert await asyncio.to_thread(direct.suppressed, []) == set()
+    finally:
+        direct.close()
+    assert got == await store.suppressed(keys) == {"gone@example.com", " GONE@example.com"}
