@@ -30,29 +30,30 @@ from ..plan.audience import (
 )
 from ..plan.campaign import required_fields
 from ..queue.accounting import contact_reason, exclusion_key, filter_reason, suppression_reason
-from ..queue.lookup import SyncHistory
-from ..queue.store import ExclusionIn, MessageRow, RecipientIn, SuppressionRow
+from ..queue.lookup import SqliteSuppressions, SyncHistory
+from ..queue.store import AudienceRow, ExclusionIn, MessageRow, RecipientIn, SuppressionRow
 from ..render.templates import choose_template
 
 log = logging.getLogger("campaignd.enroll")
 BATCH = 1000
+"""Rows per page when reading enrolled messages back (``removed_keys``)."""
+ENROLL_BATCH = 5000
+"""Audience rows per store transaction: large enough that the per-batch costs (a commit, a
+thread hand-off, the duplicate and suppression look-ups) vanish, small enough that a batch
+holds the single SQLite writer for a few tens of milliseconds only."""
 HISTORY_FILTERS = ("exclude_contacted_within", "exclude_campaigns")
 
 
 class EnrollStore(Protocol):
-    async def add_recipients(
-        self, campaign_id: str, recipients: Sequence[RecipientIn], *, batch: int = ...
-    ) -> int: ...
-    async def enqueue(
+    async def enroll_batch(
         self,
         campaign_id: str,
         edition: int,
-        step: int,
-        items: Sequence[tuple[str, str]],
+        accepted: Sequence[tuple[AudienceRow, str]],
+        excluded: Sequence[ExclusionIn] = ...,
         *,
         due: float,
-        batch: int = ...,
-    ) -> int: ...
+    ) -> tuple[int, int]: ...
     async def suppressed(self, keys: Sequence[str]) -> set[str]: ...
     async def contacted_since(
         self, keys: Sequence[str], since: datetime, *, exclude_campaign: str | None = ...
@@ -60,10 +61,8 @@ class EnrollStore(Protocol):
     async def received_campaigns(
         self, keys: Sequence[str], campaign_ids: Sequence[str]
     ) -> set[str]: ...
-    async def record_exclusions(
-        self, campaign_id: str, edition: int, items: Sequence[ExclusionIn]
-    ) -> int: ...
     async def first_sources(self, campaign_id: str, keys: Sequence[str]) -> dict[str, str]: ...
+    def suppression_reader(self) -> SqliteSuppressions | None: ...
     async def suppression_rows(self, keys: Sequence[str]) -> dict[str, SuppressionRow]: ...
     async def last_contacts(
         self,
@@ -95,7 +94,7 @@ def to_row(r: Recipient) -> RecipientIn:
         email=r.email,
         smtp_address=r.smtp_address,
         domain=r.domain,
-        fields=dict(r.fields),
+        fields=r.fields,  # not copied: neither side mutates it
         timezone=r.timezone,
         source=r.source,
     )
@@ -109,30 +108,55 @@ async def enroll(
     edition: int,
     now: datetime,
     due: float,
+    batch_size: int = ENROLL_BATCH,
 ) -> EnrollResult:
-    """Enroll the campaign's current audience into step 1 of ``edition``."""
+    """Enroll the campaign's current audience into step 1 of ``edition``.
+
+    A pipeline of two stages: a thread reads and validates the lists and turns each batch of
+    ``batch_size`` rows into store rows, while the store writes the previous batch (SQLite
+    does its part with the interpreter lock released). Batches are written in list order, one
+    at a time, so a duplicate's look-up of where its key came first sees every earlier batch.
+    """
     campaign = config.campaigns[campaign_id]
     loop = asyncio.get_running_loop()
     bridge = SyncHistory(store, loop, campaign_id, source="the daemon's store")
     first = campaign.steps[0].template
     created = excluded = 0
+    writing: asyncio.Task[tuple[int, int]] | None = None
+    """The batch the store is writing while the reader prepares the next one."""
 
-    async def flush(batch: list[Recipient | Excluded]) -> tuple[int, int]:
-        accepted = [r for r in batch if isinstance(r, Recipient)]
-        dropped = [x for x in batch if isinstance(x, Excluded)]
-        n = 0
-        if accepted:
-            await store.add_recipients(campaign_id, [to_row(r) for r in accepted])
-            items = [(r.key, choose_template(campaign_id, r.key, first)) for r in accepted]
-            n = await store.enqueue(campaign_id, edition, 1, items, due=due)
-        x = 0
-        if dropped:
+    async def write(
+        accepted: list[tuple[AudienceRow, str]], batch: list[Recipient | Excluded]
+    ) -> tuple[int, int]:
+        rows: list[ExclusionIn] = []
+        if len(accepted) < len(batch):
             rows = await exclusion_rows(store, campaign, campaign_id, batch, now=now)
-            x = await store.record_exclusions(campaign_id, edition, rows)
-        return n, x
+        return await store.enroll_batch(campaign_id, edition, accepted, rows, due=due)
 
-    def work() -> AudienceReport:
-        nonlocal created, excluded
+    async def settle() -> None:
+        """Wait for the batch being written; its failure stops the reader here."""
+        nonlocal writing, created, excluded
+        if writing is not None:
+            task, writing = writing, None
+            n, x = await task
+            created, excluded = created + n, excluded + x
+
+    async def hand_over(
+        accepted: list[tuple[AudienceRow, str]], batch: list[Recipient | Excluded]
+    ) -> None:
+        nonlocal writing
+        await settle()
+        writing = asyncio.create_task(write(accepted, batch), name=f"enroll-{campaign_id}")
+
+    def read() -> AudienceReport:
+        bridge.direct = store.suppression_reader()
+        try:
+            return read_batches()
+        finally:
+            if bridge.direct is not None:
+                bridge.direct.close()
+
+    def read_batches() -> AudienceReport:
         audience = build_audience(
             campaign,
             config.root,
@@ -142,17 +166,23 @@ async def enroll(
             required_fields=required_fields(config, campaign, campaign_id),
         )
         batch: list[Recipient | Excluded] = []
+        accepted: list[tuple[AudienceRow, str]] = []
         for row in audience.rows():
             batch.append(row)
-            if len(batch) >= BATCH:
-                n, x = bridge.call(flush(batch))
-                created, excluded, batch = created + n, excluded + x, []
+            if isinstance(row, Recipient):
+                accepted.append((row, choose_template(campaign_id, row.key, first)))
+            if len(batch) >= batch_size:
+                bridge.call(hand_over(accepted, batch))
+                batch, accepted = [], []
         if batch:
-            n, x = bridge.call(flush(batch))
-            created, excluded = created + n, excluded + x
+            bridge.call(hand_over(accepted, batch))
         return audience.report
 
-    report = await asyncio.to_thread(work)
+    try:
+        report = await asyncio.to_thread(read)
+    finally:
+        # The last batch (or, when reading failed, the one already handed over) is written.
+        await settle()
     log.info(
         "campaign %s: enrolled %d new messages (audience %d, invalid %d, duplicates %d, "
         "filtered %d, suppressed %d; %d new exclusion records)",

@@ -21,9 +21,10 @@ import logging
 import sqlite3
 from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta, tzinfo
+from typing import Any
 
 from . import states
-from .rows import Claimed, Outcome
+from .rows import AudienceRow, Claimed, ExclusionIn, Outcome
 from .tables import MESSAGE_STATUSES
 
 log = logging.getLogger("campaignd.store")
@@ -120,6 +121,50 @@ INSERT INTO messages (campaign_id, edition, step, recipient, template, status, a
 VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)
 ON CONFLICT DO NOTHING
 """
+
+
+# Enrollment: a whole batch is one parameter (a JSON array of rows) and one statement, so
+# SQLite reads, checks and indexes the batch in one call that runs without the interpreter
+# lock — beside the thread reading the next batch — instead of one lock round trip per row.
+# (``WHERE true`` keeps ``ON CONFLICT`` from parsing as a join constraint.)
+ADD_RECIPIENTS = """
+INSERT INTO recipients (campaign_id, key, email, smtp_address, domain, fields, timezone, source,
+                        enrolled_at)
+SELECT ?1, value ->> 0, value ->> 1, value ->> 2, value ->> 3, value -> 4, value ->> 5,
+       value ->> 6, ?2
+FROM json_each(?3) WHERE true
+ON CONFLICT DO NOTHING
+"""
+ENROLL = """
+INSERT INTO messages (campaign_id, edition, step, recipient, template, status, attempts,
+                      next_attempt_at, last_error, excluded, created_at, updated_at)
+SELECT ?1, ?2, 1, value ->> 0, value ->> 7, ?4, 0, ?5, value ->> 8, value ->> 9, ?3, ?3
+FROM json_each(?6) WHERE true
+ON CONFLICT DO NOTHING
+"""
+"""Step-1 messages from the same rows as ``ADD_RECIPIENTS`` (template, reason and exclusion
+kind after the recipient's seven columns): the batch is encoded once for both statements."""
+ADD_RECIPIENT_ROW = """
+INSERT INTO recipients (campaign_id, key, email, smtp_address, domain, fields, timezone, source,
+                        enrolled_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT DO NOTHING
+"""
+ENROLL_ROW = """
+INSERT INTO messages (campaign_id, edition, step, recipient, template, status, attempts,
+                      next_attempt_at, last_error, excluded, created_at, updated_at)
+VALUES (?, ?, 1, ?, ?, ?, 0, ?, ?, ?, ?, ?)
+ON CONFLICT DO NOTHING
+"""
+_batch_json = json.JSONEncoder(ensure_ascii=False, check_circular=False, allow_nan=False).encode
+fields_json = _batch_json
+"""A row's fields as the ``recipients.fields`` text (the same encoder for every row:
+``json.dumps`` with ``ensure_ascii=False`` builds a new encoder per call)."""
+
+
+def as_dict(fields: Mapping[str, str]) -> dict[str, str]:
+    """The encoder takes only a dict; the audience's rows already are one (no copy then)."""
+    return fields if type(fields) is dict else dict(fields)
 
 
 def _ids(ids: Collection[int]) -> str:
@@ -313,3 +358,68 @@ def enqueue(
     """Rows as ``ENQUEUE``'s parameters; returns how many were new."""
     created: int = conn.executemany(ENQUEUE, rows).rowcount
     return created
+
+
+def enroll(
+    conn: sqlite3.Connection,
+    careful: bool,
+    *,
+    campaign_id: str,
+    edition: int,
+    due: float,
+    now: float,
+    accepted: Sequence[tuple[AudienceRow, str]],
+    excluded: Sequence[ExclusionIn],
+) -> tuple[int, int]:
+    """One batch of enrollment: the recipient rows, the queued step-1 messages of ``accepted``
+    (recipient, template) and the recorded step-1 messages of ``excluded`` — three statements
+    whatever the batch's size. Idempotent (a known key keeps its first row, a known message is
+    not made again); returns (new queued messages, new exclusion records)."""
+    queued = recorded = 0
+    if accepted:
+        rows = [
+            [r.key, r.email, r.smtp_address, r.domain, as_dict(r.fields), r.timezone, r.source,
+             template, None, None]
+            for r, template in accepted
+        ]  # fmt: skip
+        queued = _insert(conn, campaign_id, edition, now, "queued", due, rows)
+    for status in ("skipped", "suppressed"):
+        some = [x for x in excluded if x.status == status]
+        if some:
+            rows = [
+                [r.key, r.email, r.smtp_address, r.domain, as_dict(r.fields), r.timezone,
+                 r.source, x.template, x.reason, x.excluded]
+                for x in some
+                for r in (x.recipient,)
+            ]  # fmt: skip
+            recorded += _insert(conn, campaign_id, edition, now, status, None, rows)
+    return queued, recorded
+
+
+def _insert(
+    conn: sqlite3.Connection,
+    campaign_id: str,
+    edition: int,
+    now: float,
+    status: str,
+    due: float | None,
+    rows: list[list[Any]],
+) -> int:
+    """Recipients and step-1 messages of ``rows`` (``ENROLL``'s layout); returns how many
+    messages are new."""
+    text = _batch_json(rows)
+    if "\\u0000" not in text:
+        conn.execute(ADD_RECIPIENTS, (campaign_id, now, text))
+        made: int = conn.execute(ENROLL, (campaign_id, edition, now, status, due, text)).rowcount
+        return made
+    # SQLite's JSON functions end a string at an escaped NUL (only a malformed row that
+    # enrollment records as invalid can hold one): such a batch goes row by row.
+    conn.executemany(
+        ADD_RECIPIENT_ROW,
+        [(campaign_id, *r[:4], fields_json(r[4]), *r[5:7], now) for r in rows],
+    )
+    made = conn.executemany(
+        ENROLL_ROW,
+        [(campaign_id, edition, r[0], r[7], status, due, r[8], r[9], now, now) for r in rows],
+    ).rowcount
+    return made

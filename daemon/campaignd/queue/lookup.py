@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import sqlite3
 import threading
 from collections.abc import Collection, Coroutine, Iterator, Sequence
 from datetime import datetime
@@ -28,7 +30,13 @@ from ..errors import StoreError
 from . import history
 from .database import BUSY_TIMEOUT_MS, current_revision, display, normalize_url
 
-__all__ = ["HistoryReader", "ReadOnlyDatabase", "SyncHistory", "database_history"]
+__all__ = [
+    "HistoryReader",
+    "ReadOnlyDatabase",
+    "SqliteSuppressions",
+    "SyncHistory",
+    "database_history",
+]
 
 T = TypeVar("T")
 
@@ -66,10 +74,16 @@ class SyncHistory:
         self.source = source
         """Where the answers come from, for the operator (``database sqlite:///… (read-only)``)."""
 
+    direct: SqliteSuppressions | None = None
+    """Set: the suppression list is read on the calling thread's own connection (SQLite),
+    not through the loop — the question asked for every batch of the audience."""
+
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
     def suppressed(self, keys: Sequence[str]) -> set[str]:
+        if self.direct is not None:
+            return self.direct.suppressed(keys)
         return self.call(self.reader.suppressed(keys))
 
     def contacted_since(self, keys: Sequence[str], since: datetime) -> set[str]:
@@ -79,6 +93,44 @@ class SyncHistory:
 
     def received_campaigns(self, keys: Sequence[str], campaign_ids: Sequence[str]) -> set[str]:
         return self.call(self.reader.received_campaigns(keys, campaign_ids))
+
+
+class SqliteSuppressions:
+    """``suppressed`` on a read-only stdlib ``sqlite3`` connection of the thread that asks.
+
+    Enrollment's reader asks once per batch of its audience while the event loop is busy with
+    the batches it writes; a hop to the loop and back (and SQLAlchemy compiling a thousand
+    parameters) costs many times the look-up itself, which is one statement with the keys as
+    one JSON parameter. The connection is opened on first use, on the asking thread."""
+
+    SQL = "SELECT key FROM suppressions WHERE key IN (SELECT value FROM json_each(?))"
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+
+    def suppressed(self, keys: Sequence[str]) -> set[str]:
+        if not keys:
+            return set()
+        if self._conn is None:
+            uri = f"file:{quote(str(Path(self.path).resolve()))}?mode=ro"
+            # one thread at a time; ``close`` may come from another
+            self._conn = sqlite3.connect(
+                uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False
+            )
+            self._conn.execute("PRAGMA query_only=ON")
+        # The same matching as ``history.suppressed``: by normalized key, answered with the
+        # spellings asked for.
+        spellings: dict[str, list[str]] = {}
+        for k in keys:
+            spellings.setdefault(history.normalize_key(k), []).append(k)
+        rows = self._conn.execute(self.SQL, (json.dumps(list(spellings)),)).fetchall()
+        return {k for (key,) in rows for k in spellings[key]}
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
 
 class ReadOnlyDatabase:

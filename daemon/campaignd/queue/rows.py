@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from .tables import EVENT_COLUMNS, MESSAGE_STATUSES, OUTCOME_STATUSES
 
@@ -39,6 +39,26 @@ class RecipientIn:
     fields: Mapping[str, str] = field(hash=False)
     source: str
     timezone: str | None = None
+
+
+class AudienceRow(Protocol):
+    """What enrollment stores of an audience row: ``RecipientIn``, or the audience reader's
+    own row type handed over as it is (no copy per row)."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def email(self) -> str: ...
+    @property
+    def smtp_address(self) -> str: ...
+    @property
+    def domain(self) -> str: ...
+    @property
+    def fields(self) -> Mapping[str, str]: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def timezone(self) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)

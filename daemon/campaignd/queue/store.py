@@ -54,7 +54,9 @@ from .database import (
 )
 from .faults import StoreUnavailable
 from .history import HistorySnapshot, epoch, normalize_key
+from .lookup import SqliteSuppressions
 from .rows import (
+    AudienceRow,
     CampaignCounts,
     CampaignRow,
     Claimed,
@@ -84,6 +86,7 @@ from .tables import recipients as recipients_table
 from .writer import SqliteWriter
 
 __all__ = [
+    "AudienceRow",
     "CampaignCounts",
     "CampaignRow",
     "Claimed",
@@ -527,14 +530,7 @@ class Store:
         """Record list rows enrollment did not enroll: each one's recipient row and a step-1
         message in its final status (``skipped``/``suppressed``) with ``excluded`` and the
         reason, in one transaction. Idempotent like ``enqueue``; returns how many are new."""
-        for item in items:
-            if item.status not in ENQUEUE_STATUSES - {"queued"} or item.excluded not in (
-                EXCLUDED_KINDS
-            ):
-                raise ValueError(
-                    f"exclusion of {item.recipient.source}: status {item.status!r}, kind "
-                    f"{item.excluded!r} — use skipped/suppressed and one of {EXCLUDED_KINDS}"
-                )
+        _check_exclusions(items)
         if not items:
             return 0
         now = self.clock()
@@ -578,6 +574,46 @@ class Store:
                 ],
             )
             return len(rows.all())
+
+    @_patient()
+    async def enroll_batch(
+        self,
+        campaign_id: str,
+        edition: int,
+        accepted: Sequence[tuple[AudienceRow, str]],
+        excluded: Sequence[ExclusionIn] = (),
+        *,
+        due: Time,
+    ) -> tuple[int, int]:
+        """One batch of enrollment in one transaction: the recipient rows, a queued step-1
+        message (due at ``due``) for each of ``accepted`` (recipient, template), and the
+        records of ``excluded`` (as ``record_exclusions``). Idempotent: a re-run creates only
+        what is new. Returns (new queued messages, new exclusion records).
+
+        The batch is a few fixed statements with all its rows (``executemany`` on the SQLite
+        writer's thread, arrays on PostgreSQL), so a batch of thousands costs about what the
+        database itself spends on it."""
+        _check_exclusions(excluded)
+        if not accepted and not excluded:
+            return 0, 0
+        batch: dict[str, Any] = dict(
+            campaign_id=campaign_id,
+            edition=edition,
+            due=epoch(due),
+            now=self.clock(),
+            accepted=accepted,
+            excluded=excluded,
+        )
+        if self._hot is not None:
+            return await self._hot.run(partial(hot.enroll, **batch))
+        async with self._tx() as conn:
+            return await hot_pg.enroll(conn, **batch)
+
+    def suppression_reader(self) -> SqliteSuppressions | None:
+        """For a thread reading an audience on SQLite: suppression look-ups on its own
+        read-only connection (``close()`` it when done), no hop to the event loop. None on
+        PostgreSQL, where ``suppressed`` is the way."""
+        return SqliteSuppressions(self._hot.path) if self._hot is not None else None
 
     @_patient()
     async def first_sources(self, campaign_id: str, keys: Sequence[str]) -> dict[str, str]:
@@ -1477,6 +1513,17 @@ def _process_alive(worker: str) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _check_exclusions(items: Iterable[ExclusionIn]) -> None:
+    for item in items:
+        if item.status not in ENQUEUE_STATUSES - {"queued"} or item.excluded not in (
+            EXCLUDED_KINDS
+        ):
+            raise ValueError(
+                f"exclusion of {item.recipient.source}: status {item.status!r}, kind "
+                f"{item.excluded!r} — use skipped/suppressed and one of {EXCLUDED_KINDS}"
+            )
 
 
 def _check_state(state: str) -> None:
