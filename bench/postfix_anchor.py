@@ -83,6 +83,7 @@ relayhost = [127.0.0.1]:{sink_port}
 smtp_dns_support_level = disabled
 smtp_host_lookup = native
 maillog_file = {base}/maillog
+maillog_file_prefixes = {base}
 smtputf8_enable = no
 biff = no
 """
@@ -140,8 +141,12 @@ def main() -> int:
             [str(POSTFIX), "-c", str(conf), "start"], capture_output=True, text=True, check=False
         )
         if done.returncode != 0:
-            print(f"durable anchor: not run (the throwaway Postfix did not start: "
-                  f"{(done.stderr or done.stdout).strip()})")  # fmt: skip
+            # postfix(1) says why on a terminal only; its log file has it otherwise
+            log = base / "maillog"
+            why = (done.stderr or done.stdout).strip() or (
+                log.read_text().strip().splitlines()[-1] if log.exists() else "no reason given"
+            )
+            print(f"durable anchor: not run (the throwaway Postfix did not start: {why})")
             return 0
         started = True
         wait_port(listen)
