@@ -187,6 +187,51 @@ def _bounded_lipsum(n: int = 5, html: bool = True, min: int = 20, max: int = 100
     return generate_lorem_ipsum(n, html, min, max)
 
 
+def _size_of(value: object) -> int:
+    """About how many characters ``value`` becomes in the output, without building it."""
+    if isinstance(value, str):
+        return len(value)
+    try:
+        return 3 * len(value)  # type: ignore[arg-type]
+    except TypeError:
+        return 8
+
+
+def _bounded_join(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``|join`` builds its result in one C call that no hook interrupts: a separator or
+    items made big from the data (``range(50000)|join(first_name * 1000)``: 300 MB) are
+    measured first and refused."""
+
+    @functools.wraps(func)  # keeps jinja's pass_eval_context mark
+    def bounded(eval_ctx: Any, value: Any, d: str = "", attribute: Any = None) -> Any:
+        items = list(value)  # a bounded range charges its steps here
+        size = len(str(d)) * max(len(items) - 1, 0)
+        if attribute is None:
+            size += sum(_size_of(i) for i in items)
+        if size > MAX_RENDERED_CHARS:
+            raise RenderBudgetExceeded(f"|join would make {size:,} characters for one message")
+        return func(eval_ctx, items, d, attribute)
+
+    return bounded
+
+
+def _bounded_replace(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``|replace`` chained (each one ten times bigger) reaches gigabytes in a few C calls."""
+
+    @functools.wraps(func)
+    def bounded(eval_ctx: Any, s: Any, old: Any, new: Any, count: Any = None) -> Any:
+        text, old_, new_ = str(s), str(old), str(new)
+        hits = text.count(old_) if old_ else len(text) + 1
+        if isinstance(count, int) and count >= 0:
+            hits = min(hits, count)
+        size = len(text) + hits * max(len(new_) - len(old_), 0)
+        if size > MAX_RENDERED_CHARS:
+            raise RenderBudgetExceeded(f"|replace would make {size:,} characters for one message")
+        return func(eval_ctx, s, old, new, count)
+
+    return bounded
+
+
 def _size_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(func)
     def bounded(*args: Any, **kwargs: Any) -> Any:
@@ -216,6 +261,8 @@ class BoundedSandbox(SandboxedEnvironment):
         self.globals["lipsum"] = _bounded_lipsum
         for name in _SIZE_FILTERS:
             self.filters[name] = _size_filter(name, self.filters[name])
+        self.filters["join"] = _bounded_join(self.filters["join"])
+        self.filters["replace"] = _bounded_replace(self.filters["replace"])
 
     def call(
         __self,

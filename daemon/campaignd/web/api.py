@@ -13,6 +13,7 @@ import logging
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from ..errors import NotFound, StoreError
 from . import hooks
@@ -27,9 +28,45 @@ from .ports import DaemonView
 from .security import auth, errors, hosts, security_headers
 from .status import STATUSES, campaign_ids, status_data, summary
 
-__all__ = ["DAEMON", "make_app", "start_api", "status_data", "summary"]
+__all__ = [
+    "DAEMON",
+    "HTTP_LOG",
+    "make_app",
+    "runner_options",
+    "start_api",
+    "status_data",
+    "summary",
+]
 
 log = logging.getLogger("campaignd.api")
+
+
+class MalformedRequests(logging.Filter):
+    """aiohttp logs every request it cannot parse (a NUL byte in the path, a header over
+    8 KiB, bytes that are no HTTP) with a full traceback at ERROR, before answering 400: anyone
+    who can connect could fill the journal with them. Such a record becomes one INFO line;
+    a traceback stays for what is ours (a 500 from a handler)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and exc.code < 500:
+            said = record.getMessage()
+            record.msg = "%s: refused a malformed request (%d): %.200r"
+            record.args = (said, exc.code, exc.message)
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+HTTP_LOG = logging.getLogger("campaignd.http")
+"""The logger of the HTTP server's own messages (not the handlers')."""
+HTTP_LOG.addFilter(MalformedRequests())
+
+
+def runner_options() -> dict[str, Any]:
+    """How the API's ``AppRunner`` is made (tests start their ``TestServer`` with these)."""
+    return {"access_log": None, "handle_signals": False, "logger": HTTP_LOG}
+
 
 MAX_FILTER = 320
 
@@ -166,8 +203,8 @@ async def log_csv(request: web.Request) -> web.StreamResponse:
         }
     )
     resp.enable_chunked_encoding()
-    await resp.prepare(request)
     try:
+        await resp.prepare(request)  # the client may be gone before the headers go out
         async for chunk in stream_rows(page):
             await resp.write(chunk.encode())  # waits while the client's buffer is full
         await resp.write_eof()
@@ -287,7 +324,7 @@ def make_app(view: DaemonView) -> web.Application:
 
 async def start_api(view: DaemonView, listen: str) -> tuple[web.AppRunner, int]:
     host, _, port = listen.rpartition(":")
-    runner = web.AppRunner(make_app(view), access_log=None, handle_signals=False)
+    runner = web.AppRunner(make_app(view), **runner_options())
     await runner.setup()
     site = web.TCPSite(runner, host.strip("[]"), int(port), reuse_address=True)
     await site.start()

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
-from aiohttp import ClientSession, ClientTimeout, web
+from aiohttp import ClientError, ClientResponseError, ClientSession, ClientTimeout, web
 
 from ..config.secrets import resolve_secret
 from ..errors import SecretError
@@ -102,12 +102,24 @@ async def hook(request: web.Request) -> web.Response:
         return _answer(401, error=f"signature check failed: {exc}")
     except BadPayload as exc:
         return _answer(400, error=str(exc))
+    except Unreachable as exc:
+        # SNS retries a 5xx later, which is what we want while we cannot reach it ourselves.
+        log.warning("webhook %s: %s", provider, exc)
+        resp = _answer(503, error=str(exc))
+        resp.headers["Retry-After"] = "60"
+        return resp
     except (SecretError, ValueError) as exc:
         # The operator's configuration, not the provider's request: say so loudly.
         log.error("webhook %s cannot be verified: %s", provider, exc)
         return _answer(500, error=f"webhooks.{provider} is misconfigured: {exc}")
     if isinstance(found, ConfirmSubscription):
-        await request.app[FETCH](found.url)
+        try:
+            await _fetch(request, found.url)
+        except BadSignature as exc:
+            return _answer(400, error=f"the subscription could not be confirmed: {exc}")
+        except Unreachable as exc:
+            log.warning("webhook %s: %s", provider, exc)
+            return _answer(503, error=str(exc))
         log.info("SNS subscription to %s confirmed", found.topic_arn)
         return _answer(200, subscribed=found.topic_arn)
     results = await runner.apply(found, authenticated=True)
@@ -147,10 +159,32 @@ async def _verify_and_map(
     certs = request.app[CERTS]
     if url not in certs:
         # Fetched before verifying (the signature needs it); only SNS hosts are ever asked.
-        certs[url] = await request.app[FETCH](url)
+        certs[url] = await _fetch(request, url)
     return ses_events(
         message, lambda u: certs[u], topic_arn=hooks.ses.topic_arn, now=now, verp=runner.verp()
     )
+
+
+class Unreachable(Exception):
+    """An SNS URL could not be fetched for a reason of ours or the network's (not the sender's)."""
+
+
+async def _fetch(request: web.Request, url: str) -> bytes:
+    """GET an SNS URL (a certificate, a subscription). What the sender controls — a URL that
+    is not found, too big, not an answer — is a BadSignature: nothing can be verified with it.
+    A network failure or an SNS outage is ``Unreachable``: the request may be genuine."""
+    try:
+        return await request.app[FETCH](url)
+    except ClientResponseError as exc:
+        if 400 <= exc.status < 500:
+            raise BadSignature(f"{url} answered {exc.status}") from None
+        raise Unreachable(f"{url} answered {exc.status}; try again later") from None
+    except ValueError as exc:  # too big, or a URL aiohttp cannot even form
+        raise BadSignature(str(exc)[:200]) from None
+    except (OSError, ClientError, TimeoutError) as exc:
+        raise Unreachable(
+            f"cannot fetch {url}: {type(exc).__name__}: {str(exc)[:200]}; try again later"
+        ) from None
 
 
 def _object(body: bytes) -> dict[str, Any]:

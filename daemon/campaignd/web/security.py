@@ -155,6 +155,13 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         # Hostile input (JSON nested thousands deep, bytes that are no text) is the client's
         # error, not ours: a 400, never a 500 with a traceback in the journal.
         return error(400, f"malformed request: {type(exc).__name__}")
+    except LookupError as exc:
+        # aiohttp decodes a body with the charset its Content-Type names; a name no codec
+        # has (``charset=x-nothing``) is a plain LookupError. A KeyError or IndexError is
+        # one of ours: let it through as the bug it is.
+        if isinstance(exc, KeyError | IndexError):
+            raise
+        return error(400, f"malformed request: {str(exc)[:100]}")
 
 
 async def security_headers(request: web.Request, response: web.StreamResponse) -> None:

@@ -14,6 +14,7 @@ Reason, source and time are kept with every address; removing one is the operato
 from __future__ import annotations
 
 import csv
+import logging
 import re
 import time
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from .common import DAEMON, bad_request, json_response
 from .csvlog import csv_lines, neutralise
 
 __all__ = ["ImportParser", "add_routes", "valid_address"]
+
+log = logging.getLogger("campaignd.api")
 
 MAX_ADDRESS: Final = 320  # RFC 5321: 64 + 1 + 255
 _ADDRESS: Final = re.compile(r"[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+")
@@ -119,27 +122,33 @@ async def export_csv(request: web.Request) -> web.StreamResponse:
         }
     )
     resp.enable_chunked_encoding()
-    await resp.prepare(request)
-    await resp.write(csv_lines([["email", "reason", "source", "campaign", "created_at"]]).encode())
-    after: str | None = None
-    while True:
-        rows = await store.list_suppressions(after=after, limit=BATCH)
-        if rows:
-            chunk = csv_lines(
-                [
-                    neutralise(r.key),
-                    neutralise(r.reason),
-                    neutralise(r.source),
-                    r.campaign_id or "",
-                    r.as_dict()["created_at"] or "",
-                ]
-                for r in rows
-            )
-            await resp.write(chunk.encode())
-        if len(rows) < BATCH:
-            break
-        after = rows[-1].key
-    await resp.write_eof()
+    try:
+        await resp.prepare(request)
+        await resp.write(
+            csv_lines([["email", "reason", "source", "campaign", "created_at"]]).encode()
+        )
+        after: str | None = None
+        while True:
+            rows = await store.list_suppressions(after=after, limit=BATCH)
+            if rows:
+                chunk = csv_lines(
+                    [
+                        neutralise(r.key),
+                        neutralise(r.reason),
+                        neutralise(r.source),
+                        r.campaign_id or "",
+                        r.as_dict()["created_at"] or "",
+                    ]
+                    for r in rows
+                )
+                await resp.write(chunk.encode())
+            if len(rows) < BATCH:
+                break
+            after = rows[-1].key
+        await resp.write_eof()
+    except ConnectionResetError:
+        # The client went away (even before the headers went out): nothing to answer.
+        log.info("suppressions.csv: the client went away")
     return resp
 
 
