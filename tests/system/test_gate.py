@@ -133,3 +133,37 @@ def test_sigterm_while_renders_are_cut_off_stops_within_the_drain_bound(
     assert code == 0, daemon.log()[-3000:]
     assert smtp.messages == []
     assert "Traceback" not in daemon.log()
+
+
+@pytest.mark.parametrize(
+    "template",
+    ["subject: Hi {{ first_name|shout }}\ntext: 'x {{ unsubscribe_url }}'\n", None],
+    ids=["unknown-filter", "missing"],
+)
+def test_a_campaign_whose_template_is_broken_is_never_sending_with_a_bare_name(
+    tmp_path: Path, smtp: RecordingServer, make_daemon: MakeDaemon, template: str | None
+) -> None:
+    root = basic_root(tmp_path, smtp.port, recipients=3)
+    if template is None:
+        (root / "templates.d/hello.yaml").unlink()
+    else:
+        (root / "templates.d/hello.yaml").write_text(template)
+    daemon = make_daemon(root).start()
+    status = wait_for(
+        "the problem in /api/status", lambda: (s := daemon.get("/api/status"))["load_errors"] and s
+    )
+    where = {f"{e['file']}:{e['line']}" for e in status["load_errors"]}
+    assert any(w.startswith(("templates.d/hello.yaml:", "campaigns.d/news.yaml:")) for w in where)
+    # Either the campaign is refused with its file (a missing template), or it is shown with
+    # a reason that says what to fix — never a bare template name (a KeyError's text).
+    news = [c for c in status["campaigns"] if c["id"] == "news"]
+    if news:
+        reason = wait_for(
+            "the campaign's reason", lambda: daemon.campaign("news")["reason"], timeout=10
+        )
+        assert "templates.d/hello.yaml" in reason, reason
+        assert reason.strip("'\"") != "hello"
+    else:
+        assert any(w.startswith("campaigns.d/news.yaml:") for w in where), where
+    assert smtp.messages == []
+    assert "Traceback" not in daemon.log()

@@ -60,6 +60,8 @@ class Finding:
     level: Level
     topic: str  # alignment, unsubscribe, postal-address, dkim, spf, dmarc, render
     message: str
+    template: str | None = None
+    """The template the finding is about (its file is where to fix it); None: the campaign."""
 
     def as_dict(self) -> dict[str, str]:
         return {"level": self.level, "topic": self.topic, "message": self.message}
@@ -245,9 +247,19 @@ def _marketing(
         return out
     for n, step in enumerate(campaign.steps, start=1):
         for template_id in step.template:
-            if config.template_of(campaign_id, template_id) is None:
-                continue
             what = f"step {n} template {template_id}"
+            if config.template_of(campaign_id, template_id) is None:
+                # Broken or missing: the campaign cannot send it, and lint says so.
+                out.append(
+                    Finding(
+                        "error",
+                        "render",
+                        f"{what}: not loaded — fix templates.d/{template_id}.yaml "
+                        "(`campaignctl validate` says why)",
+                        template_id,
+                    )
+                )
+                continue
             try:
                 message = composer.compose(
                     campaign_id=campaign_id,
@@ -260,9 +272,16 @@ def _marketing(
                     send_time=now,
                 )
             except CampaigndError as exc:
-                out.append(Finding("error", "render", f"{what}: cannot render a sample: {exc}"))
+                out.append(
+                    Finding(
+                        "error", "render", f"{what}: cannot render a sample: {exc}", template_id
+                    )
+                )
                 continue
-            out += check_rendered(what, message.data, campaign.postal_address)
+            out += [
+                replace(f, template=template_id)
+                for f in check_rendered(what, message.data, campaign.postal_address)
+            ]
     return out
 
 

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from ..config.load import LoadResult
 from ..config.model import FILE_KINDS
@@ -37,6 +37,28 @@ from .lint import add_lint_args, cmd_lint  # noqa: F401 - cmd_lint: see command(
 def lint_errors(result: LoadResult) -> list[tuple[str, str]]:
     """The deliverability lint of every valid campaign, without DNS: (campaign, message) of its
     errors only — warnings stay with ``campaignctl lint`` so validate's output stays short."""
+    return [(cid, message) for cid, _, message in lint_lines(result)]
+
+
+# Which top-level key of a file a finding points at (its line is where to look).
+_CAMPAIGN_KEYS: Final = {
+    "alignment": ("services",),
+    "dkim": ("services",),
+    "config": ("services",),
+    "postal-address": ("postal_address", "kind"),
+    "unsubscribe": ("kind",),
+}
+_TEMPLATE_KEYS: Final = {
+    "unsubscribe": ("text", "text_file", "html", "html_file"),
+    "postal-address": ("text", "text_file", "html", "html_file"),
+    "render": ("subject",),
+}
+
+
+def lint_lines(result: LoadResult) -> list[tuple[str, str, str]]:
+    """(campaign, ``file:line``, message) of every lint error of ``lint_errors``: a finding
+    about a template points into the template's file (at its load problem, else at the part
+    that lacks something), any other into the campaign's file."""
     from .deliverability import lint_campaign
 
     found = []
@@ -44,15 +66,55 @@ def lint_errors(result: LoadResult) -> list[tuple[str, str]]:
         try:
             findings = lint_campaign(result, cid)
         except CampaigndError as exc:
-            found.append((cid, str(exc)))
+            found.append((cid, _where(result, "campaign", cid, ()), str(exc)))
             continue
-        found += [(cid, f"{f.topic}: {f.message}") for f in findings if f.level == "error"]
+        for f in findings:
+            if f.level != "error":
+                continue
+            if f.template is not None:
+                where = _where(result, "template", f.template, _TEMPLATE_KEYS.get(f.topic, ()))
+            elif "http.public_url" in f.message:  # a setting, not the campaign
+                settings = result.config.root / "campaignd.yaml"
+                where = f"campaignd.yaml:{_key_line(settings, ('http',))}"
+            else:
+                where = _where(result, "campaign", cid, _CAMPAIGN_KEYS.get(f.topic, ()))
+            found.append((cid, where, f"{f.topic}: {f.message}"))
     return found
+
+
+def _where(result: LoadResult, kind: str, oid: str, keys: Sequence[str]) -> str:
+    path = next((f.path for f in result.files if f.kind == kind and f.object_id == oid), None)
+    rel = f"{kind}s.d/{oid}.yaml"
+    if path is not None:
+        try:
+            rel = str(path.relative_to(result.config.root))
+        except ValueError:
+            rel = str(path)
+    first = next((p for p in result.errors if p.file == rel), None)
+    if first is not None:
+        return f"{rel}:{first.line}"
+    return f"{rel}:{_key_line(path, keys)}"
+
+
+def _key_line(path: Path | None, keys: Sequence[str]) -> int:
+    """The line of the first of ``keys`` at the top of a YAML file; 1 when none is there.
+    The file was loaded (a regular file within the size limit) moments ago."""
+    if path is None or not keys:
+        return 1
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return 1
+    for key in keys:
+        for n, line in enumerate(lines, start=1):
+            if line.startswith(f"{key}:"):
+                return n
+    return 1
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
     result = load(args)
-    linted = lint_errors(result)
+    linted = lint_lines(result)
     ok = result.ok and not linted
     if args.json:
         print(
@@ -63,7 +125,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
                     "errors": len(result.errors) + len(linted),
                     "warnings": len(result.warnings),
                     "problems": [p.as_dict() for p in result.problems],
-                    "lint": [{"campaign": c, "message": m} for c, m in linted],
+                    "lint": [{"campaign": c, "where": w, "message": m} for c, w, m in linted],
                     "loaded": {
                         "services": sorted(result.config.services),
                         "templates": sorted(result.config.templates),
@@ -75,8 +137,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
         )
         return 0 if ok else 1
     print_problems(result)
-    for cid, message in linted:
-        err.print(f"campaigns.d/{cid}.yaml: lint error: {message}", markup=False)
+    for cid, where, message in linted:
+        # The campaign being linted first (as validate always printed it), then file:line of
+        # where to fix it: the campaign's own file, or the template's.
+        err.print(f"campaigns.d/{cid}.yaml: lint error: {message} ({where})", markup=False)
     cfg = result.config
     summary = (
         f"{len(cfg.services)} services, {len(cfg.templates)} templates, "

@@ -43,9 +43,10 @@ log = logging.getLogger("campaignd.api")
 
 class MalformedRequests(logging.Filter):
     """aiohttp logs every request it cannot parse (a NUL byte in the path, a header over
-    8 KiB, bytes that are no HTTP) with a full traceback at ERROR, before answering 400: anyone
-    who can connect could fill the journal with them. Such a record becomes one INFO line;
-    a traceback stays for what is ours (a 500 from a handler)."""
+    8 KiB, bytes that are no HTTP), and every client that hangs up while its body is read,
+    with a full traceback at ERROR: anyone who can connect could fill the journal with them.
+    Such a record becomes one INFO line; a traceback stays for what is ours (a 500 from a
+    handler)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
@@ -53,8 +54,14 @@ class MalformedRequests(logging.Filter):
             said = record.getMessage()
             record.msg = "%s: refused a malformed request (%d): %.200r"
             record.args = (said, exc.code, exc.message)
-            record.exc_info = record.exc_text = None
-            record.levelno, record.levelname = logging.INFO, "INFO"
+        elif isinstance(exc, ConnectionResetError):
+            said = record.getMessage()
+            record.msg = "%s: the client went away (%s)"
+            record.args = (said, exc)
+        else:
+            return True
+        record.exc_info = record.exc_text = None
+        record.levelno, record.levelname = logging.INFO, "INFO"
         return True
 
 

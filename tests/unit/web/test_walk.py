@@ -377,3 +377,25 @@ async def test_an_sns_url_that_fails_is_never_a_500(tmp_path: Path, store: Store
         resp = await client.post("/hooks/ses", data=body, headers=J)
         assert resp.status == 503 and resp.headers["Retry-After"] == "60"
         assert "Network is unreachable" in (await resp.json())["error"]
+
+
+def test_the_server_log_keeps_tracebacks_for_our_bugs_only() -> None:
+    from aiohttp.http_exceptions import BadStatusLine
+
+    from campaignd.web.api import MalformedRequests
+
+    def record(exc: BaseException) -> logging.LogRecord:
+        return logging.LogRecord(
+            "campaignd.http", logging.ERROR, __file__, 1, "Error handling request from %s",
+            ("127.0.0.1",), (type(exc), exc, None),
+        )  # fmt: skip
+
+    keep = MalformedRequests()
+    for exc in (BadStatusLine(b"\x00".decode()), ConnectionResetError("Connection lost")):
+        r = record(exc)
+        assert keep.filter(r)
+        assert r.exc_info is None and r.levelno == logging.INFO
+        assert r.getMessage().startswith("Error handling request from 127.0.0.1: ")
+    ours = record(KeyError("hello"))
+    assert keep.filter(ours)
+    assert ours.exc_info is not None and ours.levelno == logging.ERROR
