@@ -13,6 +13,7 @@ Bounded: every loop has a count and every wait a deadline; all traffic stays on 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -25,6 +26,7 @@ import threading
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +133,9 @@ class Daemon:
         raise RuntimeError("the campaign did not finish in time")
 
 
-def soak_kills(kills: int, recipients: int, rng: random.Random) -> str:
+@contextlib.contextmanager
+def sending(recipients: int) -> Iterator[tuple[Recorder, Daemon]]:
+    """A recording SMTP server and a (not yet started) daemon on a fresh root sending to it."""
     rec = Recorder()
     smtp = Controller(rec, hostname=HOST, port=free_port())
     smtp.start()
@@ -139,24 +143,28 @@ def soak_kills(kills: int, recipients: int, rng: random.Random) -> str:
         with tempfile.TemporaryDirectory(prefix="campaignd-soak-") as tmp:
             root = Path(tmp)
             write_root(root, smtp.port, recipients)
-            daemon = Daemon(root, free_port())
-            worst = done_kills = 0
-            uncertain_before = 0
-            for _ in range(kills + 1):
-                # Each start marks what the killed run had in flight uncertain.
-                daemon.start()
-                uncertain = daemon.counts().get("uncertain", 0)
-                worst = max(worst, uncertain - uncertain_before)
-                uncertain_before = uncertain
-                if done_kills == kills or sum(rec.got.values()) >= recipients:
-                    break
-                time.sleep(rng.uniform(0.05, 0.6))
-                daemon.kill()
-                done_kills += 1
-            counts = daemon.wait_done()
-            daemon.stop()
+            yield rec, Daemon(root, free_port())
     finally:
         smtp.stop()
+
+
+def soak_kills(kills: int, recipients: int, rng: random.Random) -> str:
+    with sending(recipients) as (rec, daemon):
+        worst = done_kills = 0
+        uncertain_before = 0
+        for _ in range(kills + 1):
+            # Each start marks what the killed run had in flight uncertain.
+            daemon.start()
+            uncertain = daemon.counts().get("uncertain", 0)
+            worst = max(worst, uncertain - uncertain_before)
+            uncertain_before = uncertain
+            if done_kills == kills or sum(rec.got.values()) >= recipients:
+                break
+            time.sleep(rng.uniform(0.05, 0.6))
+            daemon.kill()
+            done_kills += 1
+        counts = daemon.wait_done()
+        daemon.stop()
     uncertain = counts.get("uncertain", 0)
     expected = {f"r{i}@soak.example.com" for i in range(recipients)}
     lost = len(expected - set(rec.got)) - uncertain
@@ -169,26 +177,17 @@ def soak_kills(kills: int, recipients: int, rng: random.Random) -> str:
 
 
 def soak_pauses(pauses: int, recipients: int, rng: random.Random) -> str:
-    rec = Recorder()
-    smtp = Controller(rec, hostname=HOST, port=free_port())
-    smtp.start()
-    try:
-        with tempfile.TemporaryDirectory(prefix="campaignd-soak-") as tmp:
-            root = Path(tmp)
-            write_root(root, smtp.port, recipients)
-            daemon = Daemon(root, free_port())
-            daemon.start()
-            cycles = 0
-            for _ in range(pauses):
-                time.sleep(rng.uniform(0.01, 0.2))
-                call(daemon.api, "POST", "/api/campaigns/soak/pause", {})
-                time.sleep(rng.uniform(0.01, 0.1))
-                call(daemon.api, "POST", "/api/campaigns/soak/resume", {})
-                cycles += 1
-            counts = daemon.wait_done()
-            daemon.stop()
-    finally:
-        smtp.stop()
+    with sending(recipients) as (rec, daemon):
+        daemon.start()
+        cycles = 0
+        for _ in range(pauses):
+            time.sleep(rng.uniform(0.01, 0.2))
+            call(daemon.api, "POST", "/api/campaigns/soak/pause", {})
+            time.sleep(rng.uniform(0.01, 0.1))
+            call(daemon.api, "POST", "/api/campaigns/soak/resume", {})
+            cycles += 1
+        counts = daemon.wait_done()
+        daemon.stop()
     expected = {f"r{i}@soak.example.com" for i in range(recipients)}
     lost = len(expected - set(rec.got)) - counts.get("uncertain", 0)
     dupes = sum(1 for n in rec.got.values() if n > 1)

@@ -27,22 +27,27 @@ async def _until(what: str, check: object, within: float = 15.0) -> None:
         await asyncio.sleep(0.01)
 
 
+def one_session_root(tmp_path: Path, port: int, *, drain: str, extra: str = "") -> Path:
+    """The minimal root sending through one session to the test's server."""
+    return make_root(
+        tmp_path,
+        {
+            "campaignd.yaml": f"timezone: UTC\ndrain_timeout: {drain}\n",
+            "services.d/sink.yaml": (
+                f'from: "Acme <news@acme.example>"\nhost: 127.0.0.1\nport: {port}\n'
+                f"security: none\nmax_connections: 1\n{extra}"
+            ),
+        },
+    )
+
+
 async def test_a_second_sigterm_exits_without_waiting_for_a_stalled_send(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CAMPAIGND_LISTEN", "127.0.0.1:0")
     with RecordingServer() as smtp:
         smtp.stall("data")  # every DATA waits for release(), which never comes before the exit
-        root = make_root(
-            tmp_path,
-            {
-                "campaignd.yaml": "timezone: UTC\ndrain_timeout: 1h\n",
-                "services.d/sink.yaml": (
-                    f'from: "Acme <news@acme.example>"\nhost: 127.0.0.1\nport: {smtp.port}\n'
-                    "security: none\nmax_connections: 1\n"
-                ),
-            },
-        )
+        root = one_session_root(tmp_path, smtp.port, drain="1h")
         daemon = Daemon(root)
         run = asyncio.create_task(daemon.run())
         await asyncio.wait_for(daemon.ready.wait(), 30)
@@ -81,16 +86,7 @@ async def test_drain_timeout_bounds_the_exit_even_while_a_relay_stalls(
     monkeypatch.setenv("CAMPAIGND_LISTEN", "127.0.0.1:0")
     with RecordingServer() as smtp:
         smtp.stall("data")
-        root = make_root(
-            tmp_path,
-            {
-                "campaignd.yaml": "timezone: UTC\ndrain_timeout: 1s\n",
-                "services.d/sink.yaml": (
-                    f'from: "Acme <news@acme.example>"\nhost: 127.0.0.1\nport: {smtp.port}\n'
-                    "security: none\nmax_connections: 1\ntimeout: 1h\n"
-                ),
-            },
-        )
+        root = one_session_root(tmp_path, smtp.port, drain="1s", extra="timeout: 1h\n")
         daemon = Daemon(root)
         run = asyncio.create_task(daemon.run())
         await asyncio.wait_for(daemon.ready.wait(), 30)
