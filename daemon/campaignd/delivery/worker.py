@@ -69,7 +69,6 @@ class Store(Protocol):
     async def release(self, ids: Sequence[int], *, next_attempt_at: float) -> None: ...
     async def start(self, message: int, service: str) -> None: ...
     async def record(self, outcomes: Sequence[Outcome]) -> None: ...
-    async def suppressed(self, keys: Sequence[str]) -> set[str]: ...
     async def next_due(self, campaign_ids: Collection[str]) -> float | None: ...
     async def engaged(
         self, campaign_id: str, edition: int, keys: Sequence[str], kinds: Collection[str]
@@ -254,7 +253,8 @@ class Dispatcher:
 
     async def _dispatch(self, claimed: list[Claimed]) -> None:
         now = self.clock()
-        suppressed = await self.store.suppressed([m.recipient for m in claimed])
+        # Read in the claim's transaction (``Claimed.suppressed``): no round trip of its own.
+        suppressed = {m.recipient for m in claimed if m.suppressed}
         # unless:, removed steps and recipients, changed templates (delivery/conditions.py);
         # checked before suppression so `unless: [unsubscribed]` reports itself as the reason.
         verdicts = await self.conditions.evaluate(self.store, self.config, claimed, now=now)

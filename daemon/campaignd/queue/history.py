@@ -12,14 +12,10 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .leases import CHUNK
-from .rows import SuppressionRow
+from .rows import SuppressionRow, normalize_key
 from .tables import messages, service_days, suppressions
 
 m, s = messages, suppressions
-
-
-def normalize_key(key: str) -> str:
-    return key.strip().lower()
 
 
 def epoch(at: float | datetime) -> float:

@@ -24,7 +24,7 @@ from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
 
 from . import states
-from .rows import AudienceRow, Claimed, ExclusionIn, Outcome
+from .rows import AudienceRow, Claimed, ExclusionIn, Outcome, normalize_key
 from .tables import MESSAGE_STATUSES
 
 log = logging.getLogger("campaignd.store")
@@ -58,6 +58,9 @@ FROM messages m JOIN recipients r ON r.campaign_id = m.campaign_id AND r.key = m
 WHERE m.id IN ({_IDS})
 ORDER BY m.next_attempt_at, m.id
 """
+SUPPRESSED = f"SELECT key FROM suppressions WHERE key IN ({_IDS})"
+"""Which of the claimed recipients (normalized keys, a JSON array) are on the suppression list."""
+
 START = f"""
 UPDATE messages SET service = ?, updated_at = ?
 WHERE id = ? AND status IN ({_in(states.sources("start", "sending"))})
@@ -201,7 +204,8 @@ def claim(
     if not picked:
         return []
     rows = conn.execute(CLAIMED, (_ids([i for (i,) in picked]),)).fetchall()
-    # CLAIMED selects the columns in Claimed's field order; only ``fields`` needs decoding.
+    normal = {r[7]: normalize_key(r[7]) for r in rows}
+    listed = {k for (k,) in conn.execute(SUPPRESSED, (json.dumps(list(set(normal.values()))),))}
     out = []
     for r in rows:
         # CLAIMED selects the columns in Claimed's field order; only ``fields`` needs decoding.
@@ -221,6 +225,7 @@ def claim(
                 domain,
                 json.loads(f),
                 tz,
+                normal[key] in listed,
             )
         )
     return out

@@ -16,8 +16,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import states
-from .rows import Claimed
-from .tables import campaigns, events, messages, recipients
+from .rows import Claimed, normalize_key
+from .tables import campaigns, events, messages, recipients, suppressions
 
 m, r = messages, recipients
 CHUNK = 1000
@@ -99,6 +99,19 @@ async def claim(
         .where(m.c.id.in_(ids))
         .order_by(m.c.next_attempt_at, m.c.id)
     )
+    picked = rows.all()
+    # The suppression list in the claim's own transaction: the dispatcher needs no other
+    # round trip before it sends (and sees the list as of the claim, atomically).
+    normal = {row.recipient: normalize_key(row.recipient) for row in picked}
+    listed: set[str] = set(
+        (
+            await conn.execute(
+                sa.select(suppressions.c.key).where(
+                    suppressions.c.key.in_(sorted(set(normal.values())))
+                )
+            )
+        ).scalars()
+    )
     return [
         Claimed(
             id=row.id,
@@ -114,8 +127,9 @@ async def claim(
             domain=row.domain,
             fields=json.loads(row.fields),
             timezone=row.timezone,
+            suppressed=normal[row.recipient] in listed,
         )
-        for row in rows
+        for row in picked
     ]
 
 

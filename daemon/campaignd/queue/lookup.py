@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from ..errors import StoreError
 from . import history
 from .database import BUSY_TIMEOUT_MS, current_revision, display, normalize_url
+from .rows import normalize_key
 
 __all__ = [
     "HistoryReader",
@@ -123,7 +124,7 @@ class SqliteSuppressions:
         # spellings asked for.
         spellings: dict[str, list[str]] = {}
         for k in keys:
-            spellings.setdefault(history.normalize_key(k), []).append(k)
+            spellings.setdefault(normalize_key(k), []).append(k)
         rows = self._conn.execute(self.SQL, (json.dumps(list(spellings)),)).fetchall()
         return {k for (key,) in rows for k in spellings[key]}
 

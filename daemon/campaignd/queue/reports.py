@@ -9,8 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .accounting import exclusion_prefix
-from .history import normalize_key
-from .rows import EVENT_COUNTERS, CampaignCounts, CampaignRow, MessageRow
+from .rows import EVENT_COUNTERS, CampaignCounts, CampaignRow, MessageRow, normalize_key
 from .tables import campaigns, events, messages, recipients
 
 m, r = messages, recipients

@@ -28,6 +28,12 @@ def _as_dict(obj: Any) -> dict[str, Any]:
     return out
 
 
+def normalize_key(key: str) -> str:
+    """A recipient key as the suppression list compares it: case and surrounding space do not
+    make another person."""
+    return key.strip().lower()
+
+
 @dataclass(frozen=True, slots=True)
 class RecipientIn:
     """One audience row as enrollment stores it; later drip steps render from it."""
@@ -111,6 +117,9 @@ class Claimed:
     domain: str
     fields: Mapping[str, str] = field(hash=False)
     timezone: str | None
+    suppressed: bool = False
+    """On the suppression list when claimed: read in the claim's own transaction, so the
+    dispatcher needs no second round trip to the database per batch."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -53,7 +53,7 @@ from .database import (
     upgrade,
 )
 from .faults import StoreUnavailable
-from .history import HistorySnapshot, epoch, normalize_key
+from .history import HistorySnapshot, epoch
 from .lookup import SqliteSuppressions
 from .rows import (
     AudienceRow,
@@ -66,6 +66,7 @@ from .rows import (
     Outcome,
     RecipientIn,
     SuppressionRow,
+    normalize_key,
 )
 from .rows import iso as iso_time
 from .tables import (

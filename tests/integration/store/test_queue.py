@@ -60,6 +60,21 @@ async def test_claim_carries_what_the_worker_renders_and_sends(store: Store) -> 
     assert (row.status, row.claimed_by, row.claimed_until) == ("sending", WORKER, T0 + 61)
 
 
+async def test_claim_tells_which_recipients_are_on_the_suppression_list(store: Store) -> None:
+    # Read in the claim's own transaction (both drivers), compared as the list compares keys:
+    # the dispatcher asks the database nothing else before it sends.
+    await seed(store, n=3)
+    await store.suppress(" USER1@Example.com ", reason="bounced", source="test")
+    claimed = await store.claim(
+        worker=WORKER, now=T0 + 1, lease=60, limit=10, campaign_ids=["launch"]
+    )
+    assert [(c.recipient, c.suppressed) for c in claimed] == [
+        ("user0@example.com", False),
+        ("user1@example.com", True),
+        ("user2@example.com", False),
+    ]
+
+
 async def test_claim_takes_due_rows_oldest_first_and_only_due(store: Store) -> None:
     await seed(store, n=3, due=T0 + 100)
     await seed(store, n=2, due=T0 - 50, start=3)
