@@ -86,16 +86,26 @@ class RenderThread:
             self._started = True
             self._start()
         self._jobs.put(_Job(fn, budget, loop, future))
+        # A timer on the job's own future (not ``wait_for``, which wraps every render in a
+        # second future and callbacks): it fails the future if the render is still running.
+        timer = loop.call_later(self.hard_limit, self._cut_off, future, budget, what)
         try:
-            return await asyncio.wait_for(future, self.hard_limit)
-        except TimeoutError:
-            budget.cancel()
-            self._replace()
-            raise RenderCutOff(
+            return await future
+        finally:
+            timer.cancel()
+
+    def _cut_off(self, future: asyncio.Future[Any], budget: RenderBudget, what: str) -> None:
+        if future.done():
+            return
+        budget.cancel()
+        self._replace()
+        future.set_exception(
+            RenderCutOff(
                 f"{what}: rendering cut off after {self.hard_limit:g} s — the template loops "
                 "or builds text without bound",
                 template=what.removeprefix("template "),
-            ) from None
+            )
+        )
 
     def _replace(self) -> None:
         """The thread is stuck: later jobs go to a new one; the old one ends after its job."""

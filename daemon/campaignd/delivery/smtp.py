@@ -306,41 +306,48 @@ async def transact(
         return Reply("failed", None, None, prepared, stage="mail"), "reuse"
     options, encoding = prepared
     stage: Stage = "mail"
+    loop = asyncio.get_running_loop()
     try:
-        # execute_command rather than smtp.mail()/rcpt(): those re-parse every address with
-        # email.utils, a measurable share of the per-message cost; these are already bare.
-        answer = await smtp.execute_command(
-            b"MAIL", b"FROM:<" + env.sender.encode(encoding) + b">", *options
-        )
-        if answer.code != 250:
-            reply = classify(answer.code, answer.message, stage="mail")
-            return reply, _after(smtp, reply, "reuse")
-        if trace is not None:
-            trace("mail", _said(answer))
-        stage = "rcpt"
-        answer = await smtp.execute_command(
-            b"RCPT", b"TO:<" + env.recipient.encode(encoding) + b">"
-        )
-        if answer.code not in (250, 251):
-            reply = classify(answer.code, answer.message, stage="rcpt")
-            return reply, _after(smtp, reply, "reset")
-        if trace is not None:
-            trace("rcpt", _said(answer))
-        stage = "data"
-        started = await smtp.execute_command(b"DATA")
-        if started.code != 354:
-            reply = classify(started.code, started.message, stage="data")
-            return reply, _after(smtp, reply, "reset")
-        if trace is not None:
-            trace("data", _said(started))
-        stage = "eod"
-        protocol = smtp.protocol
-        if protocol is None:
-            raise SMTPServerDisconnected("connection lost")
-        # Written straight to the protocol (rather than smtp.data()) so a refusal of the DATA
-        # command and a refusal of the message itself are told apart.
-        protocol.write(_payload(env.data))
-        final = await protocol.read_response(timeout=reply_wait)
+        # One deadline moved before each reply (rather than aiosmtplib's per-command
+        # ``wait_for``, which adds a future and a timer to every command of every message).
+        async with asyncio.timeout_at(loop.time() + reply_wait) as deadline:
+            # execute_command rather than smtp.mail()/rcpt(): those re-parse every address
+            # with email.utils, a measurable share of the per-message cost; these are bare.
+            answer = await smtp.execute_command(
+                b"MAIL", b"FROM:<" + env.sender.encode(encoding) + b">", *options, timeout=None
+            )
+            if answer.code != 250:
+                reply = classify(answer.code, answer.message, stage="mail")
+                return reply, _after(smtp, reply, "reuse")
+            if trace is not None:
+                trace("mail", _said(answer))
+            stage = "rcpt"
+            deadline.reschedule(loop.time() + reply_wait)
+            answer = await smtp.execute_command(
+                b"RCPT", b"TO:<" + env.recipient.encode(encoding) + b">", timeout=None
+            )
+            if answer.code not in (250, 251):
+                reply = classify(answer.code, answer.message, stage="rcpt")
+                return reply, _after(smtp, reply, "reset")
+            if trace is not None:
+                trace("rcpt", _said(answer))
+            stage = "data"
+            deadline.reschedule(loop.time() + reply_wait)
+            started = await smtp.execute_command(b"DATA", timeout=None)
+            if started.code != 354:
+                reply = classify(started.code, started.message, stage="data")
+                return reply, _after(smtp, reply, "reset")
+            if trace is not None:
+                trace("data", _said(started))
+            stage = "eod"
+            protocol = smtp.protocol
+            if protocol is None:
+                raise SMTPServerDisconnected("connection lost")
+            # Written straight to the protocol (rather than smtp.data()) so a refusal of the
+            # DATA command and a refusal of the message itself are told apart.
+            deadline.reschedule(loop.time() + reply_wait)
+            protocol.write(_payload(env.data))
+            final = await protocol.read_response(timeout=None)
     except (SMTPTimeoutError, TimeoutError):
         smtp.close()  # the reply may still come: the session is out of step for good
         return _lost(stage, f"no reply within {reply_wait:g}s"), "close"

@@ -112,7 +112,9 @@ class SqliteWriter:
         # The caller may be cancelled meanwhile: mark a failure as seen either way.
         future.add_done_callback(_seen)
         self._queue.put(_Request(job, future, counted))
-        return await asyncio.shield(future)
+        # No shield needed: cancelling the caller cancels only this future, which the thread
+        # skips when it resolves the group — the job itself still commits.
+        return await future
 
     def _start(self) -> None:
         self._loop = asyncio.get_running_loop()
