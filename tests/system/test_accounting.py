@@ -131,3 +131,34 @@ def test_every_row_is_visible_and_plan_reads_the_daemons_database(
     after = json.loads(daemon.ctl("plan", "news", "--json").stdout)
     assert (after["audience"], after["suppressed"], after["filtered"]) == (1, 1, 2)
     wait_for("nothing pending", lambda: daemon.campaign("news")["state"] == "completed")
+
+
+def test_an_address_suppressed_between_drip_steps_gets_no_second_message(
+    tmp_path: Path, smtp: RecordingServer, make_daemon: MakeDaemon
+) -> None:
+    # Steps after the first are not checked against the list when they are queued: the
+    # dispatcher learns of a suppression from the claim's own transaction, and records it.
+    drip = (
+        "kind: transactional\naudience: lists/people.csv\nservices: [sink]\n"
+        "steps:\n  - template: hello\n  - {after: 4s, template: hello}\n"
+    )
+    root = write_root(
+        tmp_path,
+        {
+            "campaignd.yaml": "timezone: UTC\n",
+            "services.d/sink.yaml": SERVICE.format(port=smtp.port),
+            "templates.d/hello.yaml": TEMPLATE,
+            "campaigns.d/news.yaml": drip,
+            "lists/people.csv": "email,first_name\nann@example.com,Ann\nbob@example.com,Bob\n",
+        },
+    )
+    daemon = make_daemon(root).start()
+    wait_for("step 1 sent", lambda: daemon.campaign("news")["counts"]["sent"] == 2)
+    assert daemon.ctl("suppress", "add", "BOB@example.com").returncode == 0
+    done = daemon.wait_state("news", "completed")
+    assert (done["counts"]["sent"], done["counts"]["suppressed"]) == (3, 1)
+    assert sorted(m.rcpt_tos[0] for m in smtp.messages) == [
+        "ann@example.com", "ann@example.com", "bob@example.com",
+    ]  # fmt: skip
+    why = daemon.ctl("why", "news", "bob@example.com")
+    assert "address is on the suppression list" in why.stdout, why.stdout
