@@ -26,6 +26,7 @@ loses nothing, and the daemon kills it when enrollment stops early (a failed wri
 from __future__ import annotations
 
 import contextlib
+import gc
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -98,6 +99,10 @@ class _Asking:
 
 def run_in_process(conn: Connection, job: ReadJob) -> None:
     """The child process's entry point."""
+    # One job, then the process ends. Reading makes no reference cycles (each batch's rows are
+    # freed by reference counting once sent), so the cycle collector would only walk the
+    # batch's objects again and again: about three seconds of a million-row list.
+    gc.disable()
     try:
         run(PipeChannel(conn), job)
     finally:
@@ -132,36 +137,40 @@ def read(channel: Channel, job: ReadJob) -> AudienceReport:
         now=job.now,
         required_fields=job.required_fields,
     )
-    campaign_id, first_template = job.campaign_id, job.campaign.steps[0].template
+    campaign_id, templates = job.campaign_id, job.campaign.steps[0].template
+    # One template (no A/B test) is the common case: no hash per row then.
+    only = templates[0] if len(templates) == 1 else None
     size = job.batch_size
     accepted: list[tuple[Recipient, str]] = []
     dropped: list[Excluded] = []
-    firsts: dict[str, str] = {}
-    """Key → the source of its first row in this batch (what a duplicate repeats)."""
     rows = 0
     for row in audience.rows():
         rows += 1
-        if isinstance(row, Recipient):
-            accepted.append((row, choose_template(campaign_id, row.key, first_template)))
-            firsts.setdefault(row.key, row.source)
+        if type(row) is Recipient:
+            template = (
+                only if only is not None else choose_template(campaign_id, row.key, templates)
+            )
+            accepted.append((row, template))
         else:
-            dropped.append(row)
-            if row.key and row.recipient is not None:
-                firsts.setdefault(row.key, row.source)
+            dropped.append(row)  # type: ignore[arg-type]
         if rows >= size:
-            channel.send(_batch(accepted, dropped, firsts))
-            accepted, dropped, firsts, rows = [], [], {}, 0
+            channel.send(_batch(accepted, dropped))
+            accepted, dropped, rows = [], [], 0
     if rows:
-        channel.send(_batch(accepted, dropped, firsts))
+        channel.send(_batch(accepted, dropped))
     return audience.report
 
 
-def _batch(
-    accepted: list[tuple[Recipient, str]], dropped: list[Excluded], firsts: dict[str, str]
-) -> Batch:
-    repeated = {
-        x.key: firsts[x.key]
-        for x in dropped
-        if x.kind == "duplicate" and x.key is not None and x.key in firsts
-    }
+def _batch(accepted: list[tuple[Recipient, str]], dropped: list[Excluded]) -> Batch:
+    """The batch message; for its duplicates, the source of the row each repeats when that
+    row is in this batch too (the daemon asks the store for the others)."""
+    repeated: dict[str, str] = {}
+    duplicates = {x.key for x in dropped if x.kind == "duplicate" and x.key is not None}
+    if duplicates:
+        for r, _ in accepted:
+            if r.key in duplicates:
+                repeated.setdefault(r.key, r.source)
+        for x in dropped:
+            if x.recipient is not None and x.key in duplicates:
+                repeated.setdefault(x.key, x.source)
     return "batch", enroll_texts(accepted), dropped, repeated

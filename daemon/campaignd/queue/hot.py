@@ -182,15 +182,13 @@ class EnrollTexts:
         return self.count
 
 
-def enroll_texts(rows: Iterable[tuple[AudienceRow, str]]) -> EnrollTexts:
+def enroll_texts(rows: Sequence[tuple[AudienceRow, str]]) -> EnrollTexts:
     """Accepted rows (recipient, step-1 template) as ``EnrollTexts``."""
-    people: list[list[Any]] = []
-    messages: list[list[Any]] = []
-    for r, template in rows:
-        people.append(
-            [r.key, r.email, r.smtp_address, r.domain, as_dict(r.fields), r.timezone, r.source]
-        )
-        messages.append([r.key, template])
+    people = [
+        (r.key, r.email, r.smtp_address, r.domain, as_dict(r.fields), r.timezone, r.source)
+        for r, _ in rows
+    ]
+    messages = [(r.key, template) for r, template in rows]
     return EnrollTexts(len(people), _batch_json(people), _batch_json(messages))
 
 
