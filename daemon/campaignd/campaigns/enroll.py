@@ -250,6 +250,8 @@ class _ProcessReader:
             daemon=True,
         )
         self._child = child
+        self.finished = False
+        """The child sent its last message and is exiting by itself."""
 
     async def start(self) -> None:
         await asyncio.to_thread(self.process.start)
@@ -265,6 +267,7 @@ class _ProcessReader:
                     f"(exit code {self.process.exitcode})"
                 ) from None
             if message[0] != "ask":
+                self.finished = message[0] in ("done", "failed")
                 return message
             self.conn.send(await self.answer(*message[1:]))
 
@@ -273,7 +276,7 @@ class _ProcessReader:
         process = self.process
         if process.pid is None:
             return
-        if process.is_alive():
+        if self.finished and process.is_alive():
             await asyncio.to_thread(process.join, 1.0)
         if process.is_alive():
             process.kill()
