@@ -19,7 +19,8 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
 
@@ -126,10 +127,13 @@ ON CONFLICT DO NOTHING
 """
 
 
-# Enrollment: a whole batch is one parameter (a JSON array of rows) and one statement, so
-# SQLite reads, checks and indexes the batch in one call that runs without the interpreter
-# lock — beside the thread reading the next batch — instead of one lock round trip per row.
-# (``WHERE true`` keeps ``ON CONFLICT`` from parsing as a join constraint.)
+# Enrollment: a whole batch is two parameters (JSON arrays: the recipient rows, and the step-1
+# messages) and two statements, so SQLite reads, checks and indexes the batch in calls that run
+# without the interpreter lock — beside whatever reads the next batch — instead of one lock
+# round trip per row. The messages get their own short array: SQLite 3.40 parses a row's JSON
+# again for every ``->>``, so reading four values from the wide recipient rows cost more than
+# the rest of the insert. (``WHERE true`` keeps ``ON CONFLICT`` from parsing as a join
+# constraint.)
 ADD_RECIPIENTS = """
 INSERT INTO recipients (campaign_id, key, email, smtp_address, domain, fields, timezone, source,
                         enrolled_at)
@@ -141,12 +145,12 @@ ON CONFLICT DO NOTHING
 ENROLL = """
 INSERT INTO messages (campaign_id, edition, step, recipient, template, status, attempts,
                       next_attempt_at, last_error, excluded, created_at, updated_at)
-SELECT ?1, ?2, 1, value ->> 0, value ->> 7, ?4, 0, ?5, value ->> 8, value ->> 9, ?3, ?3
+SELECT ?1, ?2, 1, value ->> 0, value ->> 1, ?4, 0, ?5, value ->> 2, value ->> 3, ?3, ?3
 FROM json_each(?6) WHERE true
 ON CONFLICT DO NOTHING
 """
-"""Step-1 messages from the same rows as ``ADD_RECIPIENTS`` (template, reason and exclusion
-kind after the recipient's seven columns): the batch is encoded once for both statements."""
+"""Step-1 messages: ``[recipient key, template]``, or ``[key, template, reason, exclusion
+kind]`` for a recorded exclusion."""
 ADD_RECIPIENT_ROW = """
 INSERT INTO recipients (campaign_id, key, email, smtp_address, domain, fields, timezone, source,
                         enrolled_at)
@@ -163,6 +167,44 @@ _batch_json = json.JSONEncoder(ensure_ascii=False, check_circular=False, allow_n
 fields_json = _batch_json
 """A row's fields as the ``recipients.fields`` text (the same encoder for every row:
 ``json.dumps`` with ``ensure_ascii=False`` builds a new encoder per call)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EnrollTexts:
+    """A batch of enrollment rows already in the layout ``ADD_RECIPIENTS`` and ``ENROLL``
+    read. The audience reader makes it where it reads (another process, for a large list), so
+    the daemon's writer only hands two strings to SQLite."""
+
+    count: int
+    recipients: str
+    """JSON array of ``[key, email, smtp_address, domain, fields, timezone, source]``."""
+    messages: str
+    """JSON array of ``ENROLL``'s message rows, in the same order."""
+
+    def __len__(self) -> int:
+        return self.count
+
+
+def enroll_texts(rows: Sequence[tuple[AudienceRow, str]]) -> EnrollTexts:
+    """Accepted rows (recipient, step-1 template) as ``EnrollTexts``."""
+    people = [
+        (r.key, r.email, r.smtp_address, r.domain, as_dict(r.fields), r.timezone, r.source)
+        for r, _ in rows
+    ]
+    messages = [(r.key, template) for r, template in rows]
+    return EnrollTexts(len(people), _batch_json(people), _batch_json(messages))
+
+
+def _exclusion_texts(items: Iterable[ExclusionIn]) -> EnrollTexts:
+    people: list[list[Any]] = []
+    messages: list[list[Any]] = []
+    for x in items:
+        r = x.recipient
+        people.append(
+            [r.key, r.email, r.smtp_address, r.domain, as_dict(r.fields), r.timezone, r.source]
+        )
+        messages.append([r.key, x.template, x.reason, x.excluded])
+    return EnrollTexts(len(people), _batch_json(people), _batch_json(messages))
 
 
 def as_dict(fields: Mapping[str, str]) -> dict[str, str]:
@@ -373,31 +415,23 @@ def enroll(
     edition: int,
     due: float,
     now: float,
-    accepted: Sequence[tuple[AudienceRow, str]],
+    accepted: Sequence[tuple[AudienceRow, str]] | EnrollTexts,
     excluded: Sequence[ExclusionIn],
 ) -> tuple[int, int]:
     """One batch of enrollment: the recipient rows, the queued step-1 messages of ``accepted``
-    (recipient, template) and the recorded step-1 messages of ``excluded`` — three statements
-    whatever the batch's size. Idempotent (a known key keeps its first row, a known message is
-    not made again); returns (new queued messages, new exclusion records)."""
+    (recipient, template; or already ``EnrollTexts``) and the recorded step-1 messages of
+    ``excluded`` — two statements per kind whatever the batch's size. Idempotent (a known key
+    keeps its first row, a known message is not made again); returns (new queued messages,
+    new exclusion records)."""
     queued = recorded = 0
     if accepted:
-        rows = [
-            [r.key, r.email, r.smtp_address, r.domain, as_dict(r.fields), r.timezone, r.source,
-             template, None, None]
-            for r, template in accepted
-        ]  # fmt: skip
-        queued = _insert(conn, campaign_id, edition, now, "queued", due, rows)
+        texts = accepted if isinstance(accepted, EnrollTexts) else enroll_texts(accepted)
+        queued = _insert(conn, campaign_id, edition, now, "queued", due, texts)
     for status in ("skipped", "suppressed"):
         some = [x for x in excluded if x.status == status]
         if some:
-            rows = [
-                [r.key, r.email, r.smtp_address, r.domain, as_dict(r.fields), r.timezone,
-                 r.source, x.template, x.reason, x.excluded]
-                for x in some
-                for r in (x.recipient,)
-            ]  # fmt: skip
-            recorded += _insert(conn, campaign_id, edition, now, status, None, rows)
+            texts = _exclusion_texts(some)
+            recorded += _insert(conn, campaign_id, edition, now, status, None, texts)
     return queued, recorded
 
 
@@ -408,23 +442,27 @@ def _insert(
     now: float,
     status: str,
     due: float | None,
-    rows: list[list[Any]],
+    texts: EnrollTexts,
 ) -> int:
-    """Recipients and step-1 messages of ``rows`` (``ENROLL``'s layout); returns how many
-    messages are new."""
-    text = _batch_json(rows)
-    if "\\u0000" not in text:
-        conn.execute(ADD_RECIPIENTS, (campaign_id, now, text))
-        made: int = conn.execute(ENROLL, (campaign_id, edition, now, status, due, text)).rowcount
+    """Recipients and step-1 messages of ``texts``; returns how many messages are new."""
+    if "\\u0000" not in texts.recipients and "\\u0000" not in texts.messages:
+        conn.execute(ADD_RECIPIENTS, (campaign_id, now, texts.recipients))
+        made: int = conn.execute(
+            ENROLL, (campaign_id, edition, now, status, due, texts.messages)
+        ).rowcount
         return made
     # SQLite's JSON functions end a string at an escaped NUL (only a malformed row that
     # enrollment records as invalid can hold one): such a batch goes row by row.
+    people, messages = json.loads(texts.recipients), json.loads(texts.messages)
     conn.executemany(
         ADD_RECIPIENT_ROW,
-        [(campaign_id, *r[:4], fields_json(r[4]), *r[5:7], now) for r in rows],
+        [(campaign_id, *r[:4], fields_json(r[4]), *r[5:7], now) for r in people],
     )
     made = conn.executemany(
         ENROLL_ROW,
-        [(campaign_id, edition, r[0], r[7], status, due, r[8], r[9], now, now) for r in rows],
+        [
+            (campaign_id, edition, m[0], m[1], status, due, *(m[2:] or [None, None]), now, now)
+            for m in messages
+        ],
     ).rowcount
     return made

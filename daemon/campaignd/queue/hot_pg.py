@@ -11,6 +11,7 @@ first and names the refused transition.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from datetime import date
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import states
-from .hot import DayCache, Recheck, as_dict, fields_json
+from .hot import DayCache, EnrollTexts, Recheck, as_dict, fields_json
 from .rows import AudienceRow, ExclusionIn, Outcome
 from .tables import MESSAGE_STATUSES
 
@@ -101,28 +102,34 @@ async def enroll(
     edition: int,
     due: float,
     now: float,
-    accepted: Sequence[tuple[AudienceRow, str]],
+    accepted: Sequence[tuple[AudienceRow, str]] | EnrollTexts,
     excluded: Sequence[ExclusionIn],
 ) -> tuple[int, int]:
     """``hot.enroll`` on PostgreSQL: the batch as arrays, two statements, two round trips."""
-    people: list[AudienceRow] = [r for r, _ in accepted]
-    people.extend(x.recipient for x in excluded)
+    # (key, email, smtp_address, domain, fields text, timezone, source) and (key, template)
+    people: list[tuple[Any, ...]]
+    chosen: list[tuple[str, str]]
+    if isinstance(accepted, EnrollTexts):
+        rows = json.loads(accepted.recipients) if accepted.count else []
+        people = [(*r[:4], fields_json(r[4]), *r[5:7]) for r in rows]
+        chosen = [(m[0], m[1]) for m in json.loads(accepted.messages)] if accepted.count else []
+    else:
+        people = [
+            (r.key, r.email, r.smtp_address, r.domain, fields_json(as_dict(r.fields)),
+             r.timezone, r.source)
+            for r, _ in accepted
+        ]  # fmt: skip
+        chosen = [(r.key, t) for r, t in accepted]
+    for x in excluded:
+        r = x.recipient
+        people.append(
+            (r.key, r.email, r.smtp_address, r.domain, fields_json(as_dict(r.fields)),
+             r.timezone, r.source)
+        )  # fmt: skip
     if people:
-        await conn.exec_driver_sql(
-            ADD_RECIPIENTS,
-            (
-                campaign_id,
-                [r.key for r in people],
-                [r.email for r in people],
-                [r.smtp_address for r in people],
-                [r.domain for r in people],
-                [fields_json(as_dict(r.fields)) for r in people],
-                [r.timezone for r in people],
-                [r.source for r in people],
-                now,
-            ),
-        )
-    n = len(accepted)
+        columns = list(zip(*people, strict=True))
+        await conn.exec_driver_sql(ADD_RECIPIENTS, (campaign_id, *(list(c) for c in columns), now))
+    n = len(chosen)
     row: Sequence[Any] = (
         await conn.exec_driver_sql(
             ENROLL,
@@ -130,8 +137,8 @@ async def enroll(
                 campaign_id,
                 edition,
                 now,
-                [r.key for r, _ in accepted] + [x.recipient.key for x in excluded],
-                [t for _, t in accepted] + [x.template for x in excluded],
+                [k for k, _ in chosen] + [x.recipient.key for x in excluded],
+                [t for _, t in chosen] + [x.template for x in excluded],
                 ["queued"] * n + [x.status for x in excluded],
                 [due] * n + [None] * len(excluded),
                 [None] * n + [x.reason for x in excluded],

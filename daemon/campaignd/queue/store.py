@@ -54,6 +54,7 @@ from .database import (
 )
 from .faults import StoreUnavailable
 from .history import HistorySnapshot, epoch
+from .hot import EnrollTexts, enroll_texts
 from .lookup import SqliteSuppressions
 from .rows import (
     AudienceRow,
@@ -91,6 +92,7 @@ __all__ = [
     "CampaignCounts",
     "CampaignRow",
     "Claimed",
+    "EnrollTexts",
     "EventIn",
     "ExclusionIn",
     "HistorySnapshot",
@@ -100,6 +102,7 @@ __all__ = [
     "Store",
     "StoreUnavailable",
     "SuppressionRow",
+    "enroll_texts",
 ]
 
 log = logging.getLogger("campaignd.store")
@@ -581,17 +584,18 @@ class Store:
         self,
         campaign_id: str,
         edition: int,
-        accepted: Sequence[tuple[AudienceRow, str]],
+        accepted: Sequence[tuple[AudienceRow, str]] | EnrollTexts,
         excluded: Sequence[ExclusionIn] = (),
         *,
         due: Time,
     ) -> tuple[int, int]:
         """One batch of enrollment in one transaction: the recipient rows, a queued step-1
-        message (due at ``due``) for each of ``accepted`` (recipient, template), and the
-        records of ``excluded`` (as ``record_exclusions``). Idempotent: a re-run creates only
-        what is new. Returns (new queued messages, new exclusion records).
+        message (due at ``due``) for each of ``accepted`` (recipient, template — or the same
+        already encoded by ``enroll_texts``), and the records of ``excluded`` (as
+        ``record_exclusions``). Idempotent: a re-run creates only what is new. Returns (new
+        queued messages, new exclusion records).
 
-        The batch is a few fixed statements with all its rows (``executemany`` on the SQLite
+        The batch is a few fixed statements with all its rows (JSON parameters on the SQLite
         writer's thread, arrays on PostgreSQL), so a batch of thousands costs about what the
         database itself spends on it."""
         _check_exclusions(excluded)
