@@ -32,6 +32,34 @@ async def test_migrations_create_every_table_as_declared(store: Store) -> None:
     assert revision == head_revision()
 
 
+async def test_waiting_rows_stay_out_of_the_partial_indexes_their_queries_still_use(
+    tmp_path: Path,
+) -> None:
+    # Migration 0005: a queued row has no sent_at and no message_id, so it is in neither
+    # index; the limiter's and the reply matcher's queries still search them.
+    store = await Store.open("sqlite:///c.db", root=tmp_path)
+    try:
+        await seed(store, n=3)
+        async with store.engine.connect() as conn:
+            sql = dict((await conn.exec_driver_sql("SELECT name, sql FROM sqlite_master")).all())
+            plans = [
+                " ".join(
+                    str(row[-1])
+                    for row in await conn.exec_driver_sql("EXPLAIN QUERY PLAN " + q, args)
+                )
+                for q, args in [
+                    ("SELECT sent_at FROM messages WHERE service = ? AND sent_at > ?", ("s", 0)),
+                    ("SELECT id FROM messages WHERE message_id IN (?, ?)", ("a", "<a>")),
+                ]
+            ]
+    finally:
+        await store.close()
+    assert sql["ix_messages_service_sent_at"].endswith("WHERE sent_at IS NOT NULL")
+    assert sql["ix_messages_message_id"].endswith("WHERE message_id IS NOT NULL")
+    assert "ix_messages_service_sent_at" in plans[0]
+    assert "ix_messages_message_id" in plans[1]
+
+
 async def test_reopen_is_a_no_op_and_keeps_data(store: Store, open_store: OpenStore) -> None:
     keys = await seed(store, n=3)
     again: Store = await open_store()
