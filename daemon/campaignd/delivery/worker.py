@@ -137,6 +137,8 @@ class Dispatcher:
     a campaign may be complete (the conductor looks at once instead of at its next pass)."""
     filling: frozenset[str] = frozenset()
     """Campaigns whose rows an enrollment is writing now (``set_active``)."""
+    next_look: float | None = None
+    """While the claim loop sleeps with nothing due: when it looks again at the latest."""
     renderer: RenderThread = field(default_factory=RenderThread)
     shared: SharedLimits | None = None
     """PostgreSQL: paces, quotas and the warm-up cap shared with the other daemons on the
@@ -275,12 +277,14 @@ class Dispatcher:
         poll = FILLING_POLL if self.filling else IDLE_POLL
         # A timer may ring a hair early: be past the due time when the claim looks.
         timeout = poll if seconds is None else min(seconds + 0.001, poll)
+        self.next_look = self.clock() + timeout
         waits = [asyncio.ensure_future(self._wake.wait())]
         if self._tasks:
             waits.append(asyncio.ensure_future(self._slot_freed.wait()))
         try:
             await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            self.next_look = None
             for w in waits:
                 w.cancel()
 
