@@ -195,10 +195,35 @@ class Conductor:
 
     # ------------------------------------------------------------ the pass
 
-    def invalidate(self) -> None:
-        """Something may have changed a campaign that is not sending: look at all again."""
+    def invalidate(self, campaign_id: str | None = None) -> None:
+        """Something may have changed a campaign that is not sending: look at it (all of them
+        without ``campaign_id``) again at the next pass."""
+        if campaign_id is not None:
+            self._quiet.pop(campaign_id, None)
+            return
         self._quiet.clear()
         self._orphans_at = -math.inf
+
+    @property
+    def enrolling(self) -> frozenset[str]:
+        """Campaigns whose audience is being read now: their rows appear as they are written."""
+        return frozenset(self._enrolling)
+
+    def audience_changed(self) -> bool:
+        """An audience file may have changed (a file event or the watcher's rescan): the
+        campaigns that follow their lists (continuous ones, and those whose enrollment failed)
+        and whose lists' stamps differ from the last read are looked at again; the others'
+        rows were made from the lists already. True if any was: a pass is worth making."""
+        changed = False
+        for cid, campaign in self.config.campaigns.items():
+            follows = campaign.enroll == "continuous" and campaign.schedule is None
+            if not follows and cid not in self.enroll_errors:
+                continue
+            paths = [self.config.path(a) for a in campaign.audience]
+            if cid in self.enroll_errors or self._audience.get(cid) != file_stamps(paths):
+                self._quiet.pop(cid, None)
+                changed = True
+        return changed
 
     async def tick(self) -> None:
         """One pass over every campaign; cheap enough to run every few seconds."""
@@ -215,7 +240,9 @@ class Conductor:
                     self._note_quiet(cid, result, now)
                 if result.active and result.state == "sending":
                     active.add(cid)
-                wakes[cid] = result.wake
+                # A failed enrollment is tried again at its retry time: the clock rings for it.
+                retry = self._retry_at.get(cid)
+                wakes[cid] = _earliest(result.wake, retry if retry and retry > now else None)
             if now - self._orphans_at >= QUIET_MAX:
                 # Rows without a file only appear through a reload (which invalidates) or
                 # another daemon: no need to list every campaign on every pass.
@@ -333,7 +360,7 @@ class Conductor:
         created = 0
         for edition in editions:
             created += await self._drip(cid, campaign, edition, now)
-        pending = await self.store.pending(cid)
+        pending = await self.store.has_pending(cid)
         next_step = await self._next_step(cid, campaign, editions, settled=not pending)
         self.next_step[cid] = next_step
         wake = _earliest(wake, next_step)

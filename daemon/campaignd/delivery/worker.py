@@ -55,6 +55,15 @@ CLAIM_LEASE = 600.0
 # land at the relay together with the next one. Half the pace's wire margin: the other half is
 # for the way from the permit to MAIL FROM.
 BOOKED_LATE = WIRE_MARGIN / 2
+IDLE_POLL = 30.0
+"""With nothing due, the claim loop sleeps until the earliest due row (``next_due``) or until
+something wakes it: a conductor pass (new rows, a retry, a resume, a reload: ``set_active``), a
+send that ended (its row may be due again: a release, a retry), the API, a dead daemon's rows
+handed back. This long at most, for what only the database knows: rows another daemon sharing
+a PostgreSQL queue made due without telling us."""
+FILLING_POLL = 1.0
+"""While an enrollment is writing a campaign's rows, new ones are looked for this often: they
+are sent as they come, not once the list is read."""
 AUTO_PAUSE_AFTER = 50
 HOLD_AFTER_TEMPLATE_FAULTS = 3
 """Messages in a row whose template, not recipient, failed them (cut off, not compliant)."""
@@ -122,6 +131,13 @@ class Dispatcher:
     stats: DeliveryStats = field(default_factory=DeliveryStats)
     on_progress: Callable[[], None] | None = None
     """Called on every pass of the claim loop (the runtime's supervisor watches it)."""
+    on_drained: Callable[[], None] | None = None
+    """Called when nothing is due any more and nothing is in flight after the loop had work:
+    a campaign may be complete (the conductor looks at once instead of at its next pass)."""
+    filling: frozenset[str] = frozenset()
+    """Campaigns whose rows an enrollment is writing now (``set_active``)."""
+    next_look: float | None = None
+    """While the claim loop sleeps with nothing due: when it looks again at the latest."""
     renderer: RenderThread = field(default_factory=RenderThread)
     shared: SharedLimits | None = None
     """PostgreSQL: paces, quotas and the warm-up cap shared with the other daemons on the
@@ -163,9 +179,11 @@ class Dispatcher:
         self.active.discard(campaign_id)
         self._notify_waiters()
 
-    def set_active(self, campaign_ids: Collection[str]) -> None:
-        """Campaigns whose database state is `sending` (the caller read it)."""
+    def set_active(self, campaign_ids: Collection[str], *, filling: Collection[str] = ()) -> None:
+        """Campaigns whose database state is `sending` (the caller read it), and those of them
+        whose rows an enrollment is still writing (looked for every FILLING_POLL)."""
         self.active = set(campaign_ids)
+        self.filling = frozenset(filling)
         self._wake.set()
         self._notify_waiters()
 
@@ -209,8 +227,12 @@ class Dispatcher:
     # ------------------------------------------------------------ main loop
 
     async def run(self) -> None:
+        had_work = False
         while not self._stopping:
+            # Cleared before the claim: whatever sets them from here on (new rows, a send that
+            # ended) makes the wait below return at once instead of being lost.
             self._wake.clear()
+            self._slot_freed.clear()
             if self.on_progress is not None:
                 self.on_progress()
             if not self.active:
@@ -230,17 +252,40 @@ class Dispatcher:
                 campaign_ids=self.active,
             )
             if not claimed:
+                if had_work and not self.inflight():
+                    had_work = False
+                    if self.on_drained is not None:
+                        self.on_drained()
                 due = await self.store.next_due(self.active)
+                if due is not None and due <= now:
+                    # Due when we claimed, yet not claimable: its campaign is not `sending` in
+                    # the database (another daemon paused it, say). Our view of the active
+                    # campaigns is behind: have the conductor look, and do not spin meanwhile.
+                    if self.on_drained is not None:
+                        self.on_drained()
+                    due = self.clock() + FILLING_POLL
                 await self._wait(None if due is None else max(0.0, due - self.clock()))
                 continue
+            had_work = True
             await self._dispatch(claimed)
 
     async def _wait(self, seconds: float | None) -> None:
-        # Wake on demand (new work, pause, reload); otherwise poll at most every second so
-        # rows that became due (or were added by another daemon) are seen promptly.
-        timeout = 1.0 if seconds is None else min(seconds, 1.0)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout=timeout)
+        """Until ``seconds`` have passed (None: nothing is due), something wakes the loop
+        (``wake``, ``set_active``, ``update``, ``drain``) or, with sends in flight, one of them
+        ends — its row may be due again at a time the last ``next_due`` did not know."""
+        poll = FILLING_POLL if self.filling else IDLE_POLL
+        # A timer may ring a hair early: be past the due time when the claim looks.
+        timeout = poll if seconds is None else min(seconds + 0.001, poll)
+        self.next_look = self.clock() + timeout
+        waits = [asyncio.ensure_future(self._wake.wait())]
+        if self._tasks:
+            waits.append(asyncio.ensure_future(self._slot_freed.wait()))
+        try:
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self.next_look = None
+            for w in waits:
+                w.cancel()
 
     def _free_slots(self) -> int:
         free = 0

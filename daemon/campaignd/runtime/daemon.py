@@ -63,7 +63,16 @@ from .watcher import Watcher
 log = logging.getLogger("campaignd")
 
 RunState = Literal["starting", "running", "draining", "stopped"]
-TICK = 2.0  # how often campaign states are advanced when nothing wakes the conductor
+TICK = 2.0
+"""PostgreSQL: how often the other daemons' use of shared limits is read for the status page."""
+PASS_EVERY = 60.0
+"""The conductor passes when something wakes it — an alarm (a start, an edition, a drip step,
+an enrollment retry), a reload, an API call, a list that changed, the dispatcher finding nothing
+more to send — and otherwise this often: for what only the database knows (another daemon's
+changes) and the drip steps of recipients later than the one the alarm was set for."""
+BUSY_PASS_EVERY = 10.0
+"""While messages are being sent: campaigns that finish while others keep the dispatcher busy
+are marked completed within this long."""
 STALLED_AFTER = 300.0
 """A loop that should be passing (the dispatcher with campaigns sending, the conductor) but
 has not for this long makes the daemon unhealthy: /healthz 503, no watchdog ping."""
@@ -248,6 +257,31 @@ class Daemon:
             self.conductor.invalidate()
         self._wake.set()
 
+    def _nudge(self) -> None:
+        """A pass soon, reading again only what is not known to be quiet (the dispatcher has
+        nothing more to send: a campaign may be complete)."""
+        self._wake.set()
+
+    def _alarm(self, key: str) -> None:
+        """The clock rang for campaign ``key``: a start, an edition, a drip step is due."""
+        if self.conductor is not None:
+            self.conductor.invalidate(key)
+        self._wake.set()
+
+    def _audience_changed(self) -> None:
+        if self.conductor is not None and self.conductor.audience_changed():
+            self._wake.set()
+
+    def _set_active(self, campaign_ids: set[str]) -> None:
+        if self.dispatcher is not None:
+            filling = self.conductor.enrolling if self.conductor is not None else ()
+            self.dispatcher.set_active(campaign_ids, filling=filling)
+
+    def _settled(self, count: int) -> None:
+        """Rows of a dead daemon went back to the queue: they may be claimed now."""
+        if count and self.dispatcher is not None:
+            self.dispatcher.wake()
+
     def request_stop(self) -> None:
         if self._stop.is_set():
             log.warning("second signal: exiting without waiting for in-flight messages")
@@ -343,16 +377,17 @@ class Daemon:
                 on_auto_pause=self._auto_pause,
                 stats=self.stats,
                 on_progress=lambda: self.supervisor.progress("dispatcher"),
+                on_drained=self._nudge,
                 # Other daemons may send from a PostgreSQL database: limits are shared there.
                 shared=SharedLimits(store, self.limiter) if store.shares_limits else None,
             )
             # The clock only rings alarms; the conductor derives them from config + database
             # on every pass, so a restart or reload needs no job store of its own.
-            self.clock = Clock(lambda _key: self.poke())
+            self.clock = Clock(self._alarm)
             self.conductor = Conductor(
                 store,
                 config,
-                on_active=self.dispatcher.set_active,
+                on_active=self._set_active,
                 clock=time.time,
                 on_wakes=self.clock.plan,
                 poke=self.poke,
@@ -386,7 +421,7 @@ class Daemon:
             self.watcher = Watcher(
                 config.root,
                 reload=self.request_reload,
-                audience_changed=self.poke,
+                audience_changed=self._audience_changed,
                 stamps=lambda: config_stamps(self.root, self.config),
             )
             self.watcher.loaded(initial_stamps)
@@ -397,7 +432,10 @@ class Daemon:
 
             # Heartbeats, and the claims of daemons that stopped theirs settled (PostgreSQL:
             # a survivor takes over a dead daemon's unstarted rows within ~30 s).
-            self.supervisor.start("heartbeat", lambda: store.keep_alive(self.worker_id))
+            self.supervisor.start(
+                "heartbeat",
+                lambda: store.keep_alive(self.worker_id, on_settled=self._settled),
+            )
             self.supervisor.start("dispatcher", self.dispatcher.run)
             self.supervisor.start("conductor", self._tick_loop)
             stack.push_async_callback(self.supervisor.stop)  # jobs and loops still running
@@ -494,30 +532,52 @@ class Daemon:
         self._progress_seen, self._progress_at = current, now
         self.notifier.status(self._status_line())
 
+    def _sending(self) -> bool:
+        """Messages are being sent (or were since the last progress report)."""
+        if self.dispatcher is not None and self.dispatcher.inflight():
+            return True
+        return self.stats.outcomes != self._progress_seen
+
     async def _tick_loop(self) -> None:
-        """The conductor's passes; an error ends the loop and the supervisor restarts it."""
+        """The conductor's passes, when something wakes it (``poke``, ``_nudge``, an alarm) or
+        at the latest every PASS_EVERY (BUSY_PASS_EVERY while sending); in between the loop
+        sleeps. An error ends the loop and the supervisor restarts it."""
         assert self.conductor is not None and self.store is not None
-        reclaimed_at = -math.inf
+        shared = self.dispatcher.shared if self.dispatcher is not None else None
+        # Only a daemon sharing the database can have its claims expire under another one.
+        reclaim_every = RECLAIM_EVERY if self.store.shares_limits else PASS_EVERY
+        reclaimed_at = refreshed_at = passed_at = -math.inf
         while self.run_state in ("starting", "running"):
-            # Cleared before the pass, so a poke that arrives during it (an alarm, a reload)
-            # makes another pass instead of being lost.
-            self._wake.clear()
-            await self.conductor.tick()
-            shared = self.dispatcher.shared if self.dispatcher is not None else None
-            if shared is not None and self.config is not None:
+            now = time.monotonic()
+            sending = self._sending()
+            every = BUSY_PASS_EVERY if sending else PASS_EVERY
+            if self._wake.is_set() or now - passed_at >= every:
+                # Cleared before the pass, so a poke that arrives during it (an alarm, a
+                # reload) makes another pass instead of being lost.
+                self._wake.clear()
+                passed_at = now
+                await self.conductor.tick()
+            if shared is not None and self.config is not None and now - refreshed_at >= TICK:
+                refreshed_at = now
                 await shared.refresh_all(list(self.config.services), list(self.config.campaigns))
-            now = time.time()
-            if now - reclaimed_at >= RECLAIM_EVERY:
+            if now - reclaimed_at >= reclaim_every:
                 # Another daemon sharing the database may have died mid-send: its rows'
                 # leases run out and they become uncertain, exactly like ours after a crash.
                 reclaimed_at = now
-                lost = await self.store.reclaim_expired(now=now)
+                lost = await self.store.reclaim_expired(now=time.time())
                 if lost:
                     log.warning("%d messages of a vanished daemon marked uncertain", lost)
             self._report_progress()
+            # Idle by design counts as progress: the loop is alive and has looked.
             self.supervisor.progress("conductor")
+            due = [passed_at + every, reclaimed_at + reclaim_every]
+            if shared is not None:
+                due.append(refreshed_at + TICK)
+            if sending:
+                due.append(self._progress_at + PROGRESS_EVERY)
+            timeout = max(0.0, min(due) - time.monotonic())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=TICK)
+                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
 
     async def _seed_limits(self, store: Store, config: Config) -> None:
         """Rebuild the counters that span days, so a restart resets no quota or warm-up day."""

@@ -170,6 +170,23 @@ async def test_deferred_is_not_claimable_before_its_time(store: Store) -> None:
     assert [(c.id, c.attempts, c.first_attempt_at) for c in again] == [(mid, 2, T0)]
 
 
+async def test_has_pending_follows_the_rows_until_the_last_is_settled(store: Store) -> None:
+    assert await store.has_pending("launch") is False  # no row at all
+    await seed(store, n=2)
+    first, second = await claim_all(store)
+    assert await store.has_pending("launch") is True  # sending counts
+    await store.record([Outcome(id=first, status="sent", service="relay", at=T0 + 1)])
+    assert await store.has_pending("launch") is True
+    await store.record(
+        [Outcome(id=second, status="deferred", at=T0 + 1, error="451", next_attempt_at=T0 + 9)]
+    )
+    assert await store.has_pending("launch") is True  # deferred counts
+    [again] = await claim_all(store, now=T0 + 9)
+    await store.record([Outcome(id=again, status="failed", service="relay", at=T0 + 10)])
+    assert await store.has_pending("launch") is False
+    assert await store.pending("launch") == 0
+
+
 async def test_restart_marks_in_flight_rows_uncertain_not_resent(
     store: Store, open_store: OpenStore
 ) -> None:

@@ -355,3 +355,46 @@ async def test_describe_reports_the_next_window_opening(env: Env) -> None:
     assert info["next_window"] == expected.isoformat() == "2027-01-13T09:00:00+00:00"
     inside = env.conductor.describe("c", None, expected.timestamp() + 60)
     assert inside == {"window_open": True, "next_window": None}
+
+
+# ---------------------------------------------------------------- what a pass reads
+
+
+async def test_a_quiet_campaign_is_read_again_only_when_told_so(env: Env) -> None:
+    """Campaigns with nothing to do until a known time are not read on every pass: an alarm
+    (``invalidate(cid)``) reads that campaign again, a general change (``invalidate()``) all."""
+    start = "start: 2027-01-12T09:30:00Z\n"
+    env.write("campaigns.d/c.yaml", campaign_yaml(start))
+    env.write("campaigns.d/d.yaml", campaign_yaml(start))
+    await env.reload()
+    await env.tick()
+    for cid in ("c", "d"):  # changed behind the conductor's back (another daemon, say)
+        await env.store.set_campaign_state(cid, "sending", None)
+
+    async def states() -> dict[str, str]:
+        return {row.id: row.state for row in await env.store.list_campaigns()}
+
+    await env.conductor.tick()
+    assert await states() == {"c": "sending", "d": "sending"}  # neither was read
+    env.conductor.invalidate("c")
+    await env.conductor.tick()
+    # c was read: its start is still ahead, so it is scheduled again; d was not read
+    assert await states() == {"c": "scheduled", "d": "sending"}
+    env.conductor.invalidate()
+    await env.conductor.tick()
+    assert await states() == {"c": "scheduled", "d": "scheduled"}
+
+
+async def test_a_changed_list_concerns_only_the_campaigns_that_follow_their_lists(
+    env: Env,
+) -> None:
+    assert await env.tick() == "sending"  # c enrolled its list once
+    env.write("lists/p.csv", people("ann", "dee"))
+    assert env.conductor.audience_changed() is False  # its rows are made: nothing to look at
+
+    env.write("campaigns.d/c.yaml", campaign_yaml("enroll: continuous\n"))
+    await env.reload()
+    await env.tick()
+    assert env.conductor.audience_changed() is False  # as last read
+    env.write("lists/p.csv", people("ann", "eve", "flo"))
+    assert env.conductor.audience_changed() is True
