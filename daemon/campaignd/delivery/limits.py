@@ -326,7 +326,8 @@ class _Limit:
         self.own = [e for e in self.own if e[1] is None or e[1] >= use.as_of]
 
     def committed(self, accepted_at: float, now: float) -> None:
-        for entry in self.own:
+        # The newest first: the outcome being committed is almost always among the last.
+        for entry in reversed(self.own):
             if entry[0] == accepted_at and entry[1] is None:
                 entry[1] = now
                 return
@@ -446,6 +447,7 @@ class Limiter:
         self._services: dict[str, _ServiceState] = {}
         self._domains: dict[tuple[str, str], _Limit] = {}
         self._campaigns: dict[str, _Limit] = {}
+        self._needs: dict[tuple[str, str], dict[str, tuple[float, ...]]] = {}
         self.sharing = False
         """PostgreSQL: other daemons send too; paces are taken in the database (``pace_wants``)
         and quotas and the warm-up cap count from views of it (``share_service``)."""
@@ -470,6 +472,7 @@ class Limiter:
         starts, acceptances and daily counts stay."""
         self._config = config
         self._zone = ZoneInfo(config.settings.timezone)
+        self._needs.clear()
         for sid, state in self._services.items():
             state.limit.retune(self._service_rates(sid))
         for (sid, domain), limit in self._domains.items():
@@ -667,7 +670,11 @@ class Limiter:
             state.count(today)
             if state.first_day is None:
                 state.first_day = today
-            if self.sharing:
+            # Only a sender whose shared view is read (quotas, warm-up) prunes ``own`` when
+            # the view arrives; any other would keep every acceptance of the process.
+            if self.sharing and f"service:{service_id}" in self._shared_senders(
+                service_id, campaign_id
+            ):
                 state.limit.own.append([now, None])
         shaped = self._domains.get((service_id, domain))
         if shaped is not None:
@@ -675,7 +682,11 @@ class Limiter:
         campaign = self._campaigns.get(campaign_id)
         if campaign is not None:
             campaign.settle(now, accepted)
-            if accepted and self.sharing:
+            if (
+                accepted
+                and self.sharing
+                and f"campaign:{campaign_id}" in self._shared_senders(service_id, campaign_id)
+            ):
                 campaign.own.append([now, None])
 
     def throttled(
@@ -732,6 +743,14 @@ class Limiter:
             if interval > 0:
                 wants.append(PaceWant(key, interval, burst))
         return wants
+
+    def _shared_senders(self, service_id: str, campaign_id: str) -> dict[str, tuple[float, ...]]:
+        # Cached until the next ``update_config``: settle asks for every message.
+        key = (service_id, campaign_id)
+        found = self._needs.get(key)
+        if found is None:
+            found = self._needs[key] = self.shared_needs(service_id, campaign_id)
+        return found
 
     def shared_needs(self, service_id: str, campaign_id: str) -> dict[str, tuple[float, ...]]:
         """Which counts a shared view must hold, by sender: ``service:<id>`` / ``campaign:<id>``
