@@ -252,11 +252,13 @@ class Dispatcher:
                 campaign_ids=self.active,
             )
             if not claimed:
+                due = await self.store.next_due(self.active)
+                # After that await, not before: the last sends may have ended meanwhile, and
+                # nothing would wake this loop again for them.
                 if had_work and not self.inflight():
                     had_work = False
                     if self.on_drained is not None:
                         self.on_drained()
-                due = await self.store.next_due(self.active)
                 if due is not None and due <= now:
                     # Due when we claimed, yet not claimable: its campaign is not `sending` in
                     # the database (another daemon paused it, say). Our view of the active
@@ -277,8 +279,10 @@ class Dispatcher:
         # A timer may ring a hair early: be past the due time when the claim looks.
         timeout = poll if seconds is None else min(seconds + 0.001, poll)
         self.next_look = self.clock() + timeout
+        # A send that ended since the loop cleared the event counts too, even if it was the
+        # last one (its task is gone from ``_tasks`` by now).
         waits = [asyncio.ensure_future(self._wake.wait())]
-        if self._tasks:
+        if self._tasks or self._slot_freed.is_set():
             waits.append(asyncio.ensure_future(self._slot_freed.wait()))
         try:
             await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)

@@ -154,3 +154,13 @@ async def test_while_an_enrollment_writes_rows_they_are_looked_for_every_second(
     env.dispatcher.set_active({"c"})  # the enrollment is done: back to sleeping long
     await env.look()
     assert env.dispatcher.next_look == pytest.approx(T0 + IDLE_POLL)
+
+
+async def test_a_send_that_ended_before_the_wait_is_not_slept_through(env: Env) -> None:
+    # The last send of a batch can end while the loop awaits next_due: its task is gone by the
+    # time the loop waits, but the freed slot must still end the wait (it used to sleep
+    # IDLE_POLL, and the campaign was marked completed 30 s late).
+    await parked(env)
+    assert not env.dispatcher._tasks
+    env.dispatcher._slot_freed.set()
+    await asyncio.wait_for(env.dispatcher._wait(None), 5)
