@@ -28,6 +28,8 @@ from email.message import EmailMessage
 from email.utils import make_msgid
 from pathlib import Path
 
+from idle import cpu_seconds
+
 HOST = "127.0.0.1"
 BODY = "A line of ordinary newsletter text. " * 20
 
@@ -102,12 +104,6 @@ def api(port: int, path: str) -> dict[str, object]:
         return data
 
 
-def cpu_of(pid: int) -> float:
-    """User + system CPU seconds of a running process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 PHASE: dict[str, float] = {}
 """The last run's sending phase: CPU seconds and messages between the first poll that saw
 sends and completion (start-up and enrollment excluded), for ``phase_ms``."""
@@ -147,11 +143,12 @@ def run_daemon(
                 counts = summary.get("counts")
                 sent_now = counts.get("sent", 0) if isinstance(counts, dict) else 0
                 if isinstance(sent_now, int) and sent_now > 0 and "sent0" not in PHASE:
-                    PHASE.update(sent0=sent_now, cpu0=cpu_of(proc.pid))
+                    PHASE.update(sent0=sent_now, cpu0=cpu_seconds(proc.pid))
                 if summary.get("state") == "completed":
                     if "sent0" in PHASE and isinstance(sent_now, int):
                         PHASE.update(
-                            sent=sent_now - PHASE["sent0"], cpu=cpu_of(proc.pid) - PHASE["cpu0"]
+                            sent=sent_now - PHASE["sent0"],
+                            cpu=cpu_seconds(proc.pid) - PHASE["cpu0"],
                         )
                     break
                 if proc.poll() is not None:
