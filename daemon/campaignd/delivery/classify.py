@@ -68,7 +68,8 @@ class Reply:
         Texts that already quote the code (``AUTH rejected: 535 5.7.8 …``) are left as they are.
         """
         head = " ".join(p for p in (str(self.code or ""), self.enhanced or "") if p)
-        if not head or head in self.text:
+        # As a whole word: "250" inside a file name or a timestamp is not the code quoted.
+        if not head or re.search(rf"(?<![\w.]){re.escape(head)}(?![\w.])", self.text):
             return self.text or head
         return f"{head} {self.text}" if self.text else head
 

@@ -106,6 +106,12 @@ def test_summary_and_text_cleanup() -> None:
     assert len(long.text) <= 300 and long.text.endswith("…") and long.text.isprintable()
     assert classify(None, "", stage="rcpt").summary() == "no reply at RCPT TO"
     assert Reply("sent", 250, None, "").summary() == "250"
+    # The code inside a word is not the code quoted (an outbox file stamped …T135250.58…Z).
+    stamped = Reply("sent", 250, None, "written to out/20261204T135250.586513Z-4.eml")
+    assert stamped.summary() == "250 written to out/20261204T135250.586513Z-4.eml"
+    assert Reply("failed", 535, "5.7.8", "AUTH rejected: 535 5.7.8 bad").summary() == (
+        "AUTH rejected: 535 5.7.8 bad"
+    )
 
 
 def test_parse_enhanced() -> None:
